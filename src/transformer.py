@@ -1,0 +1,264 @@
+"""IPT's shared transformer body: 3x3-patch tokens of the feature map, encoder, task-queried decoder.
+
+Faithful to the official `VisionTransformer` (see ../shared/ipt_reference/ARCHITECTURE.md) in what
+it computes and in its parameter names and layouts (`in_proj_weight` packs q|k|v, norms are
+`weight`/`bias`), but laid out batch-first with attention written as plain matmul/softmax: on CPU
+this is about 5x faster than `nn.MultiheadAttention` and exports to MindIR/ONNX with any batch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from mindspore import nn, ops, Parameter
+from mindspore.common.initializer import initializer, HeUniform, XavierUniform, Normal
+
+from src.common import LayerNorm, dropout
+
+
+class MultiheadAttention(nn.Cell):
+    """Multi-head attention without input bias, torch layout: `in_proj_weight` (3E, E) = [Wq; Wk; Wv]."""
+
+    def __init__(self, dim: int, num_heads: int, dropout_rate: float, out_bias: bool,
+                 kaiming_init: bool) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        init = HeUniform(negative_slope=math.sqrt(5)) if kaiming_init else XavierUniform()
+        self.in_proj_weight = Parameter(initializer(init, (3 * dim, dim)), name="in_proj_weight")
+        self.out_proj = nn.Dense(dim, dim, has_bias=out_bias)
+        self.attn_drop = dropout(dropout_rate)
+        self.matmul_t = ops.MatMul(transpose_b=True)
+        self.bmm_t = ops.BatchMatMul(transpose_b=True)
+        self.bmm = ops.BatchMatMul()
+        self.softmax = ops.Softmax(axis=-1)
+
+    def _project(self, x, start: int, stop: int):
+        """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start)."""
+        b, l, e = x.shape
+        return self.matmul_t(x.reshape(b * l, e), self.in_proj_weight[start:stop])
+
+    def _split_heads(self, x, b: int, l: int):
+        return x.reshape(b, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def _attend(self, q, k, v, b: int, lq: int, lk: int):
+        q = self._split_heads(q * self.scale, b, lq)
+        k = self._split_heads(k, b, lk)
+        v = self._split_heads(v, b, lk)
+        attn = self.attn_drop(self.softmax(self.bmm_t(q, k)))
+        out = self.bmm(attn, v).transpose(0, 2, 1, 3).reshape(b * lq, self.dim)
+        return self.out_proj(out).reshape(b, lq, self.dim)
+
+    def self_attend(self, x):
+        """q = k = v = x, one fused projection."""
+        b, l, _ = x.shape
+        e = self.dim
+        qkv = self._project(x, 0, 3 * e)
+        return self._attend(qkv[:, :e], qkv[:, e:2 * e], qkv[:, 2 * e:], b, l, l)
+
+    def shared_qk_attend(self, qk_in, v_in):
+        """q = k = qk_in (e.g. tokens + query embedding), v = v_in."""
+        b, l, _ = qk_in.shape
+        e = self.dim
+        qk = self._project(qk_in, 0, 2 * e)
+        return self._attend(qk[:, :e], qk[:, e:], self._project(v_in, 2 * e, 3 * e), b, l, l)
+
+    def construct(self, q_in, k_in, v_in):
+        b, lq, _ = q_in.shape
+        lk = k_in.shape[1]
+        e = self.dim
+        return self._attend(self._project(q_in, 0, e), self._project(k_in, e, 2 * e),
+                            self._project(v_in, 2 * e, 3 * e), b, lq, lk)
+
+
+class EncoderLayer(nn.Cell):
+    """Pre-norm: s += SelfAttn(LN1(s)); s += FFN(LN2(s))."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, no_norm: bool,
+                 out_bias: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, heads, dropout_rate, out_bias, kaiming_init=True)
+        self.linear1 = nn.Dense(dim, hidden)
+        self.linear2 = nn.Dense(hidden, dim)
+        self.norm1 = nn.Identity() if no_norm else LayerNorm(dim)
+        self.norm2 = nn.Identity() if no_norm else LayerNorm(dim)
+        self.dropout = dropout(dropout_rate)
+        self.dropout1 = dropout(dropout_rate)
+        self.dropout2 = dropout(dropout_rate)
+        self.relu = nn.ReLU()
+
+    def construct(self, src, pos):
+        x = self.norm1(src)
+        if pos is None:
+            x = self.self_attn.self_attend(x)
+        else:
+            x = self.self_attn.shared_qk_attend(x + pos, x)
+        src = src + self.dropout1(x)
+        x = self.linear2(self.dropout(self.relu(self.linear1(self.norm2(src)))))
+        return src + self.dropout2(x)
+
+
+class DecoderLayer(nn.Cell):
+    """Pre-norm: self-attention with the task query, cross-attention to the encoder output, FFN."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, no_norm: bool,
+                 out_bias: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, heads, dropout_rate, out_bias, kaiming_init=False)
+        self.multihead_attn = MultiheadAttention(dim, heads, dropout_rate, out_bias, kaiming_init=False)
+        self.linear1 = nn.Dense(dim, hidden)
+        self.linear2 = nn.Dense(hidden, dim)
+        self.norm1 = nn.Identity() if no_norm else LayerNorm(dim)
+        self.norm2 = nn.Identity() if no_norm else LayerNorm(dim)
+        self.norm3 = nn.Identity() if no_norm else LayerNorm(dim)
+        self.dropout = dropout(dropout_rate)
+        self.dropout1 = dropout(dropout_rate)
+        self.dropout2 = dropout(dropout_rate)
+        self.dropout3 = dropout(dropout_rate)
+        self.relu = nn.ReLU()
+
+    def construct(self, tgt, memory, pos, query_pos):
+        x = self.norm1(tgt)
+        if query_pos is None:
+            x = self.self_attn.self_attend(x)
+        else:
+            x = self.self_attn.shared_qk_attend(x + query_pos, x)
+        tgt = tgt + self.dropout1(x)
+        x = self.norm2(tgt)
+        q = x if query_pos is None else x + query_pos
+        k = memory if pos is None else memory + pos
+        tgt = tgt + self.dropout2(self.multihead_attn(q, k, memory))
+        x = self.linear2(self.dropout(self.relu(self.linear1(self.norm3(tgt)))))
+        return tgt + self.dropout3(x)
+
+
+class _Stack(nn.Cell):
+    """Holds `layers` so names read `encoder.layers.3....` as in torch."""
+
+    def __init__(self, layers) -> None:
+        super().__init__()
+        self.layers = nn.CellList(layers)
+
+
+class Table(nn.Cell):
+    """A learned table with torch Embedding's parameter name (`weight`), read by plain indexing."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        super().__init__()
+        self.weight = Parameter(initializer(Normal(1.0), (rows, cols)), name="weight")
+
+
+class PositionEncoding(nn.Cell):
+    """Learned position embedding, one row per token (`position_encoding.pe.weight`)."""
+
+    def __init__(self, num_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.pe = Table(num_tokens, dim)
+
+
+def _copy_layer_weights(layers) -> None:
+    """Make every layer start equal to the first, as the official code's deepcopy clones do."""
+    first = dict(layers[0].parameters_and_names())
+    for layer in layers[1:]:
+        for name, param in layer.parameters_and_names():
+            param.set_data(first[name].data.copy())
+
+
+class VisionTransformer(nn.Cell):
+    """The body: (B, C, 48, 48) features -> same shape, plus the output tokens for the contrastive loss."""
+
+    def __init__(self, img_dim: int, patch_dim: int, num_channels: int, num_heads: int, num_layers: int,
+                 num_queries: int, dropout_rate: float = 0.0, no_norm: bool = False,
+                 no_mlp: bool = False, pos_every: bool = False, no_pos: bool = False,
+                 out_proj_bias: bool = False) -> None:
+        super().__init__()
+        if img_dim % patch_dim:
+            raise ValueError(f"patch_size {img_dim} is not a multiple of patch_dim {patch_dim}")
+        self.img_dim = img_dim
+        self.patch_dim = patch_dim
+        self.grid = img_dim // patch_dim
+        self.num_tokens = self.grid ** 2
+        self.channels = num_channels
+        self.dim = num_channels * patch_dim ** 2
+        hidden = 4 * self.dim
+        self.use_mlp = not no_mlp
+        self.pos_every = pos_every
+        self.no_pos = no_pos
+        if self.use_mlp:
+            self.linear_encoding = nn.Dense(self.dim, self.dim)
+            self.dropout_layer1 = dropout(dropout_rate)
+            self.mlp_head = nn.SequentialCell([nn.Dense(self.dim, hidden), dropout(dropout_rate), nn.ReLU(),
+                                               nn.Dense(hidden, self.dim), dropout(dropout_rate)])
+            self.query_embed = Table(num_queries, self.num_tokens * self.dim)
+        enc = [EncoderLayer(self.dim, num_heads, hidden, dropout_rate, no_norm, out_proj_bias)
+               for _ in range(num_layers)]
+        dec = [DecoderLayer(self.dim, num_heads, hidden, dropout_rate, no_norm, out_proj_bias)
+               for _ in range(num_layers)]
+        _copy_layer_weights(enc)
+        _copy_layer_weights(dec)
+        self.encoder = _Stack(enc)
+        self.decoder = _Stack(dec)
+        if not no_pos:
+            self.position_encoding = PositionEncoding(self.num_tokens, self.dim)
+        if no_norm:  # the official init for the norm-free variant
+            for _, cell in self.cells_and_names():
+                if isinstance(cell, nn.Dense):
+                    fan_in = cell.weight.shape[1]
+                    cell.weight.set_data(initializer(Normal(1.0 / fan_in), cell.weight.shape))
+
+    def to_tokens(self, x):
+        """(B, C, H, W) -> (B, L, C*p*p): token 16*i+j is patch (i, j), elements channel-major."""
+        b = x.shape[0]
+        g, p, c = self.grid, self.patch_dim, self.channels
+        x = x.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, g * g, c * p * p)
+
+    def from_tokens(self, t):
+        """The exact inverse of `to_tokens` (torch's fold with stride = kernel)."""
+        b = t.shape[0]
+        g, p, c = self.grid, self.patch_dim, self.channels
+        t = t.reshape(b, g, g, c, p, p).transpose(0, 3, 1, 4, 2, 5)
+        return t.reshape(b, c, g * p, g * p)
+
+    def construct(self, x, query_idx: int):
+        tokens = self.to_tokens(x)
+        query = None
+        if self.use_mlp:
+            tokens = self.dropout_layer1(self.linear_encoding(tokens)) + tokens
+            query = self.query_embed.weight[query_idx].reshape(1, self.num_tokens, self.dim)
+        pos = None
+        if not self.no_pos:
+            pos = self.position_encoding.pe.weight.reshape(1, self.num_tokens, self.dim)
+        if self.pos_every:
+            memory = self._encode(tokens, pos)
+            out = self._decode(memory, pos, query)
+        elif self.no_pos:
+            memory = self._encode(tokens, None)
+            out = self._decode(memory, None, query)
+        else:
+            memory = self._encode(tokens + pos, None)
+            out = self._decode(memory, None, query)
+        if self.use_mlp:
+            out = self.mlp_head(out) + out
+        return self.from_tokens(out), out
+
+    def _encode(self, x, pos):
+        for layer in self.encoder.layers:
+            x = layer(x, pos)
+        return x
+
+    def _decode(self, memory, pos, query):
+        x = memory
+        for layer in self.decoder.layers:
+            x = layer(x, memory, pos, query)
+        return x
+
+
+def count_parameters(cell: nn.Cell) -> int:
+    """Every parameter, frozen ones included (the official count includes the mean-shift convs)."""
+    return int(sum(np.prod(p.shape) for p in cell.get_parameters()))
+

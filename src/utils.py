@@ -1,0 +1,69 @@
+"""Small shared helpers: logging, device setup, one-line fatal errors, progress with ETA."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import NoReturn, Optional
+
+LOG = logging.getLogger("ipt")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Stop a command with a one-line error (no traceback for a user's mistake)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def setup_device(cfg) -> None:
+    """Set execution mode, device and CPU threads from the config, once per process."""
+    import mindspore as ms
+    mode = {"GRAPH": ms.GRAPH_MODE, "PYNATIVE": ms.PYNATIVE_MODE}.get(str(cfg.mode).upper())
+    if mode is None:
+        fail(f"mode must be GRAPH or PYNATIVE, not {cfg.mode}")
+    target = str(cfg.device_target)
+    if target not in ("CPU", "GPU", "Ascend"):
+        fail(f"device_target must be CPU, GPU or Ascend, not {target}")
+    ms.set_context(mode=mode)
+    try:
+        ms.set_device(target, int(cfg.device_id) if target != "CPU" else None)
+    except (RuntimeError, ValueError) as err:
+        fail(f"cannot use device {target}: {str(err).strip().splitlines()[0]}")
+    if target == "CPU":
+        threads = int(cfg.threads) or (os.cpu_count() or 1)
+        try:
+            ms.device_context.cpu.op_tuning.threads_num(threads)
+        except RuntimeError:  # already set in this process
+            pass
+
+
+class Progress:
+    """Logs 'done/total, rate, ETA' at most every `every` seconds (and at the end)."""
+
+    def __init__(self, total: int, label: str, every: float = 5.0, logger: Optional[logging.Logger] = None):
+        self.total, self.label, self.every = max(int(total), 1), label, every
+        self.start = self.last = time.perf_counter()
+        self.log = logger or LOG
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if done < self.total and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / max(done, 1) * (self.total - done)
+        self.log.info("%s %d/%d (%.0f%%) elapsed %s ETA %s", self.label, done, self.total,
+                      100.0 * done / self.total, fmt_seconds(elapsed), fmt_seconds(eta))
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
