@@ -25,7 +25,7 @@ LOG = logging.getLogger(__name__)
 # The options that decide the network's parameters (and so must agree between config and file).
 MODEL_KEYS = ("n_feats", "n_colors", "patch_size", "patch_dim", "num_heads", "num_layers",
               "num_queries", "no_norm", "no_mlp", "no_pos", "out_proj_bias")
-META_KEYS = ("ipt_tasks", "ipt_model")
+OPTIMIZER_PREFIX = "optimizer."  # training state saved beside the weights (moments, step counts)
 
 
 class CheckpointError(ValueError):
@@ -64,7 +64,10 @@ def save_checkpoint(params: Dict[str, np.ndarray] | nn.Cell, path: str | Path, c
 
 
 def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
-    """Parameters and metadata of a .ckpt, with a one-line error for a missing or foreign file."""
+    """Parameters and metadata of a .ckpt, with a one-line error for a missing or foreign file.
+
+    Entries named `optimizer.*` (training state) are returned in `meta["optimizer"]`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -77,6 +80,7 @@ def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
         raise CheckpointError(f"{path} is not a readable MindSpore checkpoint "
                               f"({str(err).strip().splitlines()[0][:120]})") from None
     meta = {k: data.pop(k) for k in list(data) if not isinstance(data[k], ms.Parameter)}
+    meta["optimizer"] = {k: data.pop(k) for k in list(data) if k.startswith(OPTIMIZER_PREFIX)}
     return data, meta
 
 

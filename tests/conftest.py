@@ -55,3 +55,24 @@ def small_ref_model(small_ref_params):
     load_params_strict(model, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in params.items()}, "ref")
     model.set_train(False)
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A six-task ipt_tiny checkpoint with fixed random weights (quality is irrelevant here)."""
+    import mindspore as ms
+    from src.checkpoint import save_checkpoint
+    from src.config import load_config
+    from src.ipt import IPT
+    ms.set_seed(0)
+    cfg = load_config("ipt_tiny")
+    path = tmp_path_factory.mktemp("tiny") / "ipt_tiny.ckpt"
+    save_checkpoint(IPT(cfg), path, cfg)
+    return path
+
+
+def run_cli(script: str, *args, timeout: int = 600):
+    """Run one of the repo's commands as a user would; returns the CompletedProcess."""
+    import subprocess
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)

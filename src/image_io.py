@@ -1,0 +1,181 @@
+"""Image file reading and writing with the conventions the benchmarks need.
+
+Benchmark folders mix 8-bit RGB, single-channel grayscale, RGBA and the odd 16-bit
+file; every reader in the project goes through :func:`read_image` so that all of
+them see the same HWC uint8 RGB array (or a 2-D array for grayscale files when the
+caller wants to score them on their own channel, as the SR papers' MATLAB scripts do).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Union
+
+import cv2
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class ImageReadError(ValueError):
+    """A missing, unreadable or undecodable image; str() is one line naming the file."""
+
+    def __init__(self, path: PathLike, reason: str):
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())  # keep the message on one line
+        super().__init__(f"cannot read image {self.path}: {self.reason}")
+
+
+def _to_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
+    """Bring any decoded sample type to 8 bits, rounding like MATLAB's im2uint8."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        # 65535 / 255 == 257 exactly, so x / 257 maps full scale to full scale.
+        return np.floor(img.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        # Float TIFFs are conventionally on a 0..1 scale.
+        scaled = np.clip(np.nan_to_num(img.astype(np.float64)), 0.0, 1.0) * 255.0
+        return np.floor(scaled + 0.5).astype(np.uint8)
+    raise ImageReadError(path, f"unsupported sample type {img.dtype}")
+
+
+def decode_image(data: bytes, path: PathLike = "<bytes>", keep_gray: bool = False) -> np.ndarray:
+    """Decode encoded image bytes to uint8 RGB (HWC), or 2-D gray when keep_gray."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise ImageReadError(path, "not a decodable image (corrupt or unsupported format)")
+    img = _to_uint8(img, path)
+    if img.ndim == 3 and img.shape[2] in (1, 2):
+        img = img[:, :, 0]  # gray, or gray + alpha: the alpha plane is dropped
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]  # alpha dropped, not composited
+        elif img.shape[2] != 3:
+            raise ImageReadError(path, f"unsupported channel count {img.shape[2]}")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.ndim != 2:
+        raise ImageReadError(path, f"unsupported array shape {img.shape}")
+    if img.ndim == 2 and not keep_gray:
+        img = to_rgb3(img)
+    return np.ascontiguousarray(img)
+
+
+def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
+    """Read an image file as HWC uint8 RGB.
+
+    Grayscale files come back as (H, W) when ``keep_gray`` is true, so callers can keep
+    scoring them on their single channel; otherwise they are replicated to 3 channels.
+    Alpha is dropped, 16-bit samples are rounded to 8 bits (x / 257). Bytes are read
+    with Python and decoded by OpenCV so non-ASCII paths work too.
+
+    Raises:
+        ImageReadError: the file is missing, unreadable or cannot be decoded.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(path, exc.strerror or type(exc).__name__) from None
+    return decode_image(data, path, keep_gray=keep_gray)
+
+
+def is_gray(img: np.ndarray) -> bool:
+    """True for a single-channel array: (H, W) or (H, W, 1)."""
+    return img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1)
+
+
+def is_grayscale_file(path: PathLike) -> bool:
+    """True when the file itself stores a single (luma) channel, alpha aside."""
+    return read_image(path, keep_gray=True).ndim == 2
+
+
+def to_rgb3(img: np.ndarray) -> np.ndarray:
+    """Replicate a single-channel image to 3 channels (the model always sees RGB)."""
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"expected (H, W), (H, W, 1) or (H, W, 3) array, got shape {img.shape}")
+
+
+def from_rgb3(img: np.ndarray, is_gray_input: bool) -> np.ndarray:
+    """Undo :func:`to_rgb3` on a model output.
+
+    For a grayscale input the mean of the 3 output channels is returned as (H, W): the
+    model may not keep its channels exactly equal, and the mean is the least-squares
+    gray estimate. Float outputs stay float (unrounded, the metric caller quantizes);
+    uint8 outputs are rounded back to uint8. Colour inputs are returned unchanged.
+    """
+    if not is_gray_input:
+        return img
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) array, got shape {img.shape}")
+    if np.issubdtype(img.dtype, np.floating):
+        return img.mean(axis=2, dtype=np.float64).astype(img.dtype)
+    mean = img.astype(np.float64).mean(axis=2)
+    return np.clip(np.floor(mean + 0.5), 0, 255).astype(np.uint8)
+
+
+def write_image(path: PathLike, img: np.ndarray, overwrite: bool = False) -> Path:
+    """Write an RGB (HWC) or gray (HW) uint8/uint16 image; format from the extension.
+
+    Parent folders are created. The data goes to a temporary file in the target folder
+    first and is moved into place with ``os.replace``, so a crash never leaves a
+    half-written image behind.
+
+    Raises:
+        FileExistsError: the file exists and ``overwrite`` is false.
+        TypeError: the array is not uint8/uint16 (quantize float outputs first).
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"unsupported image extension {path.suffix!r} for {path}")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"write_image needs uint8/uint16 data, got {img.dtype} for {path}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite existing file {path} (pass overwrite=True)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
+    elif img.ndim != 2:
+        raise ValueError(f"expected (H, W) or (H, W, 3) array, got shape {img.shape} for {path}")
+    ok, encoded = cv2.imencode(ext, np.ascontiguousarray(img))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(encoded.tobytes())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def list_images(root: PathLike, recursive: bool = True) -> List[Path]:
+    """Image files under ``root`` (extension match, case-insensitive), sorted by relative path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder not found: {root}")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    found = [
+        p for p in candidates
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())

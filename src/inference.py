@@ -1,0 +1,99 @@
+"""Whole-image inference shared by eval.py, restore.py and the 310 pre/post-processing.
+
+A *runner* maps a fixed-size numpy batch of 48x48 tiles to the network's outputs. It comes from a
+checkpoint (an IPT task graph, compiled once and reused for every image), a MindIR file or an
+ONNX file; `restore_array` tiles any image through it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from src.checkpoint import CheckpointError, check_options, checkpoint_tasks, load_params_strict, \
+    read_checkpoint
+from src.config import REPO_ROOT, Config
+from src.image_io import from_rgb3, to_rgb3
+from src.tasks import Task
+from src.tiling import DEFAULT_OVERLAP, Tiler
+
+LOG = logging.getLogger(__name__)
+
+PRETRAINED_DIR = REPO_ROOT / "pretrained"
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def default_checkpoint(task: Task) -> Optional[Path]:
+    """The weights shipped in pretrained/ for a task, if any (used when no --ckpt is given)."""
+    for name in (f"ipt_tiny_{task.name}.ckpt", "ipt_tiny_pretrain.ckpt"):
+        if (PRETRAINED_DIR / name).is_file():
+            return PRETRAINED_DIR / name
+    return None
+
+
+def resolve_checkpoint(cfg: Config, task: Task) -> Path:
+    """--ckpt, or the shipped weights for the task; a one-line error if there are none."""
+    if cfg.ckpt:
+        path = Path(cfg.ckpt)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return path
+    path = default_checkpoint(task)
+    if path is None:
+        raise CheckpointError(f"no --ckpt given and no shipped weights for {task.name} in {PRETRAINED_DIR.name}/")
+    LOG.info("no --ckpt given: using the shipped weights %s", path.relative_to(REPO_ROOT))
+    return path
+
+
+def load_task_model(cfg: Config, task: Task, path: Path):
+    """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell."""
+    from src.ipt import IPT
+    params, meta = read_checkpoint(path)
+    tasks = checkpoint_tasks(meta) or list(cfg.tasks)
+    if task.name not in tasks:
+        raise CheckpointError(f"{path} holds tasks {','.join(tasks)}, not {task.name}")
+    cfg = Config(cfg, tasks=tasks)
+    if meta.get("ipt_model") is None and cfg.num_queries and cfg.num_queries != len(tasks):
+        cfg.num_queries = None
+    check_options(cfg, meta, path)
+    model = IPT(cfg)
+    load_params_strict(model, params, str(path))
+    model.set_train(False)
+    return model.task_net(task.name)
+
+
+class CellRunner:
+    """Runs a MindSpore cell on numpy batches (a compiled graph per input shape, reused)."""
+
+    def __init__(self, cell) -> None:
+        self.cell = cell
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import mindspore as ms
+        return self.cell(ms.Tensor(np.ascontiguousarray(batch, np.float32))).asnumpy()
+
+
+def make_runner(cfg: Config, task: Task, path: Optional[Path] = None) -> Runner:
+    """A tile runner from a .ckpt, .mindir or .onnx file (default: the shipped weights)."""
+    path = Path(path) if path else resolve_checkpoint(cfg, task)
+    suffix = path.suffix.lower()
+    if suffix in (".mindir", ".onnx"):
+        from src.exported import load_exported_runner
+        return load_exported_runner(path, task, int(cfg.tile_batch))
+    return CellRunner(load_task_model(cfg, task, path))
+
+
+def make_tiler(cfg: Config, task: Task, runner: Runner, progress=None) -> Tiler:
+    overlap = DEFAULT_OVERLAP if cfg.tile_overlap is None else int(cfg.tile_overlap)
+    return Tiler(runner, task.scale, mode=str(cfg.tiling), batch_size=int(cfg.tile_batch),
+                 overlap=overlap, self_ensemble=bool(cfg.self_ensemble), progress=progress)
+
+
+def restore_array(img: np.ndarray, tiler: Tiler) -> np.ndarray:
+    """HWC RGB or HW gray (uint8 or float, 0..255) -> restored float32 of the same nature."""
+    gray = img.ndim == 2
+    chw = np.ascontiguousarray(to_rgb3(img).transpose(2, 0, 1), dtype=np.float32)
+    out = tiler(chw).transpose(1, 2, 0)
+    return from_rgb3(out, gray)

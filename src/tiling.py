@@ -1,0 +1,476 @@
+"""Test-time tiling for IPT (the network only accepts 48x48 inputs).
+
+Pure numpy; the network is any callable ``tile_fn`` mapping a (N,3,48,48) float32 batch
+(0..255) to (N,3,48s,48s) float32.  ``tile_fn`` is *always* called with exactly
+``batch_size`` tiles (the last batch is padded with zero tiles whose outputs are dropped),
+so a compiled graph never sees a new shape.  Tile coordinates are generated lazily and
+each batch is accumulated as soon as it returns: memory is the float32 output canvas +
+O(batch_size) tiles (+ a 48s-row float64 band in fast mode, + a float64 canvas with
+self-ensemble), whatever the image size.
+
+Modes
+-----
+``exact``
+    The official PyTorch ``forward_chop`` (ARCHITECTURE.md 3.3): 48x48 tiles at stride
+    12, corner tile, bottom/right/top/left strips, strip blending means, main canvas
+    overwritten top -> left -> centre mean of the central 24s x 24s crops, final assembly
+    with the a/a' split from h_cut/w_cut.  The official result is a piecewise copy of
+    per-pixel means of 1, 2 or 4 tile values (region map in ``_exact_jobs``); each tile's
+    surviving pieces are scaled by 1/count (a power of two, so exact) and added straight
+    into the float32 output canvas.  Grid tiles are issued in reverse row-major order, the
+    order in which torch's ``col2im`` (``F.fold``) adds the 4 contributions of a centre
+    pixel, so the result is bit-identical to the official stitching for identical tile
+    outputs (tests/test_tiling.py checks it against a literal re-implementation).
+    Official pieces that never reach the output (plain fold placement, the cut-away
+    halves of the strips) are not materialised.  Duplicate tiles are computed once: the
+    top / left strips are grid row 0 / column 0, and when h_cut == 0 (w_cut == 0) the
+    bottom strip (right strip; corner) are grid tiles too.  Tile evaluations: officially
+    nh*nw + 2(nh+nw) + 1, here nh*nw + [h_cut>0]nw + [w_cut>0]nh + [h_cut>0 and w_cut>0].
+    Official quirk, reproduced: because the left strip overwrites rows [0, 48s), output
+    rows [0, 12s) x cols [36s, 48s) come from tile (0, 0)'s right edge (no context there).
+    Images with a side < 48 (officially ``unfold`` raises) are reflect-padded at the
+    bottom/right to 48 and the output is cropped back.
+
+``fast`` (default)
+    A grid of 48x48 tiles whose neighbours share at least ``overlap`` input pixels
+    (stride <= 48 - overlap, positions spread evenly so the first/last tiles touch the
+    borders), blended with a window across each *interior* overlap (tile sides on the
+    image border keep full weight) and normalised by the summed weights (float64 band
+    accumulator).  Windows: 'linear' / 'cosine' ramps over the whole overlap, 'crop' a
+    hard seam in its middle, 'trim' (default) zero on the outer quarter of the overlap
+    and linear over its middle half.  Any size; sides < 48 are reflect-padded.
+
+    Measured (``python bench/bench_tiling.py --measure``): max |error| vs applying the
+    dummy to the whole image, 0..255, 256x256 and 101x127, x1 and x2, noise / smooth
+    images.  Nearest upsampling: 0 for every overlap and window.  Per-tile 5x5 box blur
+    (zero padding, receptive radius 2): 'trim' and 'crop' exact from overlap 8, 'linear'
+    still 8.4 at overlap 16 (it gives weight to tile-edge pixels).  4 x box blur (radius
+    8, like IPT's conv head 3x3 + 4 x 5x5), max err noise / smooth:
+
+        overlap (tiles 256x256)   8 (49)       12 (49)     16 (64)     20 (81)     24 (100)
+        linear                    20  / 26     18 / 26     13 / 19     11 / 16     12 / 19
+        cosine                    16  / 15     8.4 / 11    4.6 / 6.5   3.2 / 4.9   2.5 / 3.7
+        trim                      15  / 13     4.7 / 5.7   1.2 / 1.6   0.37 / 0.55 0.15 / 0.17
+        crop                      11  / 14     2.6 / 2.4   0           0           0
+
+    Default: overlap 16 with 'trim' (min PSNR vs whole-image 64 dB on the radius-8 dummy;
+    smoother than 'crop' when tiles disagree everywhere, as a transformer's do).
+    256x256: 64 tiles vs 397 official (361 deduplicated exact); 1000x750: 713 vs 4999
+    (4860).  Next step if a trained checkpoint shows > 0.05 dB vs exact: overlap 20 (81
+    tiles).  The official small checkpoint (perturbed, untrained weights) is useless for
+    this: its outputs depend so much on the whole tile that fast vs exact is ~25 dB for
+    every overlap and window.
+
+Self-ensemble: the official ``forward_x8`` set of 8 transforms (flip W, flip H,
+transpose, and their compositions), each tiled independently, inverted and averaged
+(in float64, so agreeing passes give back their float32 value exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+
+__all__ = [
+    "TileFn", "TileStats", "Tiler", "tiled_forward", "count_tiles",
+    "official_tile_count", "PATCH", "DEFAULT_OVERLAP", "DEFAULT_BLEND",
+]
+
+TileFn = Callable[[np.ndarray], np.ndarray]
+ProgressFn = Callable[[int, int], None]
+
+PATCH = 48              # the only input size IPT accepts
+DEFAULT_OVERLAP = 16    # fast mode: minimum overlap between neighbouring tiles (input px)
+DEFAULT_BLEND = "trim"
+_BLENDS = ("linear", "cosine", "trim", "crop")
+
+
+@dataclass
+class TileStats:
+    tiles: int = 0        # distinct tiles evaluated (padding excluded, summed over x8)
+    batches: int = 0      # tile_fn calls
+    pad_tiles: int = 0    # dummy tiles added to fill the last batch(es)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _pad_to_patch(img: np.ndarray) -> np.ndarray:
+    """Reflect-pad (bottom/right) so both sides are >= PATCH."""
+    _, h, w = img.shape
+    ph, pw = max(0, PATCH - h), max(0, PATCH - w)
+    if ph == 0 and pw == 0:
+        return img
+    if h == 1 or w == 1:  # nothing to reflect along a 1-px side
+        return np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="reflect")  # numpy reflects repeatedly
+
+
+def _exact_geometry(h: int, w: int):
+    hc, wc = (h - PATCH) % 12, (w - PATCH) % 12
+    nh, nw = (h - hc - PATCH) // 12 + 1, (w - wc - PATCH) // 12 + 1
+    return hc, wc, nh, nw
+
+
+def official_tile_count(h: int, w: int) -> int:
+    """Network evaluations of the official forward_chop (h, w >= 48)."""
+    _, _, nh, nw = _exact_geometry(max(h, PATCH), max(w, PATCH))
+    return nh * nw + 2 * (nh + nw) + 1
+
+
+def _fast_positions(length: int, overlap: int) -> List[int]:
+    if length <= PATCH:
+        return [0]
+    stride = PATCH - overlap
+    n = math.ceil((length - PATCH) / stride) + 1
+    return [int(round(k * (length - PATCH) / (n - 1))) for k in range(n)]
+
+
+def count_tiles(h: int, w: int, mode: str = "fast", overlap: int = DEFAULT_OVERLAP,
+                self_ensemble: bool = False) -> int:
+    """Tiles that ``Tiler`` evaluates for an h x w image (padding of batches excluded)."""
+    h, w = max(h, PATCH), max(w, PATCH)
+    if mode == "exact":
+        hc, wc, nh, nw = _exact_geometry(h, w)
+        n = nh * nw + (nw if hc else 0) + (nh if wc else 0) + (1 if hc and wc else 0)
+    elif mode == "fast":
+        n = len(_fast_positions(h, overlap)) * len(_fast_positions(w, overlap))
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    return n * (8 if self_ensemble else 1)
+
+
+def _ramp(v: np.ndarray, blend: str, high_side: bool) -> np.ndarray:
+    """Window at normalised distance v from a tile edge (0 = edge, 1 = end of overlap).
+    w(v) + w(1 - v) == 1, so two neighbours sum to one across their overlap.  'crop' is
+    a hard seam in the middle of the overlap; the tie at v == 0.5 goes to the lower /
+    left tile (its high side), keeping the sum exactly one."""
+    v = np.clip(v, 0.0, 1.0)
+    if blend == "linear":
+        return v
+    if blend == "cosine":
+        return np.sin(0.5 * np.pi * v) ** 2
+    if blend == "trim":  # outer quarter of the overlap ignored, linear over the middle half
+        return np.clip(2.0 * v - 0.5, 0.0, 1.0)
+    return ((v >= 0.5) if high_side else (v > 0.5)).astype(np.float64)
+
+
+def _axis_weight(ov_lo: int, ov_hi: int, scale: int, blend: str) -> np.ndarray:
+    """1-D weight over the 48*scale output pixels of a tile whose low side overlaps the
+    previous tile by ov_lo input px and whose high side overlaps the next by ov_hi
+    (0 = image border / no neighbour)."""
+    n = PATCH * scale
+    t = (np.arange(n) + 0.5) / scale            # pixel centres, input-pixel units
+    wgt = np.ones(n)
+    if ov_lo > 0:
+        wgt *= _ramp(t / ov_lo, blend, high_side=False)
+    if ov_hi > 0:
+        wgt *= _ramp((PATCH - t) / ov_hi, blend, high_side=True)
+    return wgt
+
+
+# ----------------------------------------------------------------------------- plans
+# A job is (y0, x0, placements): the tile at input origin (y0, x0) and where its output
+# goes.  A placement (ty0, ty1, tx0, tx1, oy0, oy1, ox0, ox1, wy, wx) adds
+# tile_out[:, ty0:ty1, tx0:tx1] * wy[:, None] * wx[None, :] to out[:, oy0:oy1, ox0:ox1]
+# (wy / wx: 1-D weights over the placement's rows / cols, None = 1).
+
+def _exact_jobs(h: int, w: int, s: int) -> Iterator[tuple]:
+    """Jobs of the official forward_chop, deduplicated, for an h x w image (h, w >= 48).
+
+    Which official canvas survives where (m = 12s, T = 48s, a/a'/b/b' of ARCHITECTURE.md
+    3.3, r_end = H0s - a, c_end = W0s - b; the left strip overwrites the top strip on
+    cols [0, T), then the centre overwrites [m, H0s-m) x [m, W0s-m)):
+      R1 centre  rows [m, r_end) x cols [m, c_end): mean of the grid tiles' central crops
+      R2 top     rows [0, m)  x cols [T, c_end): top strip (mean of centre column bands)
+      R3 left    rows [0, m)  x cols [0, min(T, c_end)): left strip's single-tile rows,
+                 i.e. grid tile (0, 0); rows [m, r_end) x cols [0, m): left-strip means
+      R4 right   rows [0, r_end) x cols [c_end, ws): right strip cols [b', T)
+      R5 bottom  rows [r_end, hs) x cols [0, c_end): bottom strip rows [a', T)
+      R6 corner  rows [r_end, hs) x cols [c_end, ws): corner tile [a', T) x [b', T)
+    A mean of n values (n = 1, 2, 4) is produced as sum_k (v_k * 1/n): scaling by a power
+    of two is exact in binary floating point, so this equals fl(sum_k v_k) / n bit for bit
+    when the v_k are added in the official order (reverse row-major, see module doc).
+    """
+    hc, wc, nh, nw = _exact_geometry(h, w)
+    H0s, W0s, T, m, c1, st = (h - hc) * s, (w - wc) * s, PATCH * s, 12 * s, 36 * s, 12 * s
+    xa, xb = (PATCH - hc) * s, (PATCH - wc) * s
+    a, a2 = xa // 2, xa - xa // 2      # a = floor(x/2), a' = floor(x/2 + 0.5)
+    b, b2 = xb // 2, xb - xb // 2
+    r_end, c_end = H0s - a, W0s - b
+    hs, ws = h * s, w * s
+
+    def inverse_counts(n_out: int, n_tiles: int) -> np.ndarray:
+        cnt = np.zeros(n_out, np.float32)
+        for k in range(n_tiles):
+            cnt[st * k + m:st * k + c1] += 1
+        return np.float32(1) / np.maximum(cnt, 1)   # 1, 1/2 (1/4 via the 2-D product)
+
+    inv_y, inv_x = inverse_counts(hs, nh), inverse_counts(ws, nw)
+
+    def band(k: int, lo: int, hi: int, inv: np.ndarray):
+        """Central band [m, 36s) of the k-th tile along an axis, clipped to [lo, hi):
+        (tile_from, tile_to, out_from, out_to, weights) or None."""
+        o0, o1 = max(st * k + m, lo), min(st * k + c1, hi)
+        return (o0 - st * k, o1 - st * k, o0, o1, inv[o0:o1]) if o0 < o1 else None
+
+    def single(t0: int, t1: int, o0: int, o1: int):
+        return (t0, t1, o0, o1, None) if t0 < t1 else None
+
+    def add(pl: list, r, c) -> None:
+        if r is not None and c is not None:
+            pl.append((r[0], r[1], c[0], c[1], r[2], r[3], c[2], c[3], r[4], c[4]))
+
+    top_rows = single(0, m, 0, m)
+    bottom_rows = single(a2, T, r_end, hs)
+    right_cols = single(b2, T, c_end, ws)
+
+    def strip_rows(i: int) -> list:  # a column-strip tile's rows in the output
+        return ([top_rows] if i == 0 else []) + [band(i, m, r_end, inv_y)]
+
+    def strip_cols(j: int) -> list:  # a row-strip (bottom) tile's cols in the output
+        return ([single(0, m, 0, m)] if j == 0 else []) + [band(j, m, c_end, inv_x)]
+
+    def bottom(j: int, pl: list) -> None:      # bottom strip tile j, origin (h-48, 12j)
+        for c in strip_cols(j):
+            add(pl, bottom_rows, c)
+
+    def right(i: int, pl: list) -> None:       # right strip tile i, origin (12i, w-48)
+        for r in strip_rows(i):
+            add(pl, r, right_cols)
+
+    # grid tiles in reverse row-major order == torch col2im accumulation order (R1)
+    for i in range(nh - 1, -1, -1):
+        for j in range(nw - 1, -1, -1):
+            pl: list = []
+            add(pl, band(i, m, r_end, inv_y), band(j, m, c_end, inv_x))      # R1
+            if i == 0:                                                       # R2
+                add(pl, top_rows, band(j, T, c_end, inv_x))
+            if j == 0:                                                       # R3
+                if i == 0:
+                    add(pl, top_rows, single(0, min(T, c_end), 0, min(T, c_end)))
+                add(pl, band(i, m, r_end, inv_y), single(0, m, 0, m))
+            if hc == 0 and i == nh - 1:
+                bottom(j, pl)
+            if wc == 0 and j == nw - 1:
+                right(i, pl)
+            if hc == 0 and wc == 0 and i == nh - 1 and j == nw - 1:
+                add(pl, bottom_rows, right_cols)                             # R6
+            yield 12 * i, 12 * j, pl
+    if hc:
+        for j in range(nw - 1, -1, -1):
+            pl = []
+            bottom(j, pl)
+            if wc == 0 and j == nw - 1:
+                add(pl, bottom_rows, right_cols)
+            yield h - PATCH, 12 * j, pl
+    if wc:
+        for i in range(nh - 1, -1, -1):
+            pl = []
+            right(i, pl)
+            if hc == 0 and i == nh - 1:
+                add(pl, bottom_rows, right_cols)
+            yield 12 * i, w - PATCH, pl
+    if hc and wc:
+        pl = []
+        add(pl, bottom_rows, right_cols)
+        yield h - PATCH, w - PATCH, pl
+
+
+def _fast_plan(h: int, w: int, s: int, overlap: int, blend: str):
+    """Jobs (row-major) and the separable weight normaliser for fast mode."""
+    ys, xs = _fast_positions(h, overlap), _fast_positions(w, overlap)
+    T = PATCH * s
+
+    def axis(pos: List[int], n_out: int):
+        ws, norm = [], np.zeros(n_out)
+        for k, p in enumerate(pos):
+            lo = PATCH - (pos[k] - pos[k - 1]) if k > 0 else 0
+            hi = PATCH - (pos[k + 1] - pos[k]) if k + 1 < len(pos) else 0
+            wk = _axis_weight(lo, hi, s, blend)
+            ws.append(wk)
+            norm[p * s:p * s + T] += wk
+        return ws, norm
+
+    (wy, ny), (wx, nx) = axis(ys, h * s), axis(xs, w * s)
+
+    def jobs():
+        for i, y0 in enumerate(ys):
+            for j, x0 in enumerate(xs):
+                yield y0, x0, [(0, T, 0, T, y0 * s, y0 * s + T, x0 * s, x0 * s + T,
+                                wy[i], wx[j])]
+
+    return jobs(), ny, nx
+
+
+# ----------------------------------------------------------------------------- sinks
+class _SumSink:
+    """Exact mode: float32 sums straight into the output canvas (official arithmetic)."""
+
+    def __init__(self, out: np.ndarray):
+        self.out = out
+
+    def add(self, tile: np.ndarray, places) -> None:
+        for ty0, ty1, tx0, tx1, oy0, oy1, ox0, ox1, wy, wx in places:
+            piece = tile[:, ty0:ty1, tx0:tx1]
+            if wy is not None:
+                piece = piece * wy[:, None]
+            if wx is not None:
+                piece = piece * wx[None, :]
+            self.out[:, oy0:oy1, ox0:ox1] += piece
+
+    def finish(self) -> None:
+        pass
+
+
+class _BandSink:
+    """Fast mode: weighted sums in a float64 band of T output rows that slides down as
+    tile rows arrive (jobs come row-major); finished rows are normalised into the float32
+    output.  float64 accumulation makes agreeing tiles reproduce their value exactly."""
+
+    def __init__(self, out: np.ndarray, ny: np.ndarray, nx: np.ndarray, T: int):
+        self.out, self.ny, self.nx = out, ny, nx
+        self.acc = np.zeros((3, T, out.shape[2]), np.float64)
+        self.r0 = 0
+
+    def _advance(self, r: int) -> None:
+        d = r - self.r0
+        if d <= 0:
+            return
+        T = self.acc.shape[1]
+        k = min(d, T)
+        self.out[:, self.r0:self.r0 + k] = (
+            self.acc[:, :k] / (self.ny[self.r0:self.r0 + k, None] * self.nx[None, :]))
+        self.acc[:, :T - k] = self.acc[:, k:].copy()
+        self.acc[:, T - k:] = 0
+        self.r0 = r
+
+    def add(self, tile: np.ndarray, places) -> None:
+        for ty0, ty1, tx0, tx1, oy0, oy1, ox0, ox1, wy, wx in places:
+            self._advance(oy0)
+            w2 = wy[:, None] * wx[None, :]
+            self.acc[:, oy0 - self.r0:oy1 - self.r0, ox0:ox1] += tile[:, ty0:ty1, tx0:tx1] * w2
+
+    def finish(self) -> None:
+        self._advance(self.out.shape[1])
+
+
+# ----------------------------------------------------------------------------- tiler
+class Tiler:
+    """Run a 48x48 network over a whole (3,H,W) image.
+
+    >>> tiler = Tiler(runner, scale=2, mode="fast", batch_size=8)
+    >>> sr = tiler(lr_chw)            # (3, 2H, 2W) float32
+    >>> tiler.stats.tiles              # tiles evaluated for the last image
+    """
+
+    def __init__(self, tile_fn: TileFn, scale: int, mode: str = "fast", batch_size: int = 8,
+                 overlap: int = DEFAULT_OVERLAP, blend: str = DEFAULT_BLEND,
+                 self_ensemble: bool = False, progress: Optional[ProgressFn] = None):
+        if mode not in ("fast", "exact"):
+            raise ValueError(f"mode must be 'fast' or 'exact', got {mode!r}")
+        if blend not in _BLENDS:
+            raise ValueError(f"blend must be one of {_BLENDS}, got {blend!r}")
+        if not 0 <= overlap < PATCH:
+            raise ValueError(f"overlap must be in [0, {PATCH}), got {overlap}")
+        if int(scale) < 1 or int(batch_size) < 1:
+            raise ValueError("scale and batch_size must be >= 1")
+        self.tile_fn, self.scale, self.mode = tile_fn, int(scale), mode
+        self.batch_size, self.overlap, self.blend = int(batch_size), int(overlap), blend
+        self.self_ensemble, self.progress = self_ensemble, progress
+        self.stats = TileStats()
+
+    def count(self, h: int, w: int) -> int:
+        """Tiles this tiler evaluates for an h x w image."""
+        return count_tiles(h, w, self.mode, self.overlap, self.self_ensemble)
+
+    def __call__(self, img_chw: np.ndarray) -> np.ndarray:
+        img = np.ascontiguousarray(img_chw, dtype=np.float32)
+        if img.ndim != 3 or img.shape[0] != 3 or min(img.shape[1:]) < 1:
+            raise ValueError(f"expected a (3,H,W) image, got shape {img.shape}")
+        self.stats = TileStats()
+        self._done, self._total = 0, self.count(*img.shape[1:])
+        if not self.self_ensemble:
+            return self._run(img)
+        acc = None  # float64: the mean of 8 agreeing float32 outputs is that output exactly
+        for k in range(8):  # bit0: flip W, bit1: flip H, bit2: transpose (forward_x8 set)
+            y = _x8_inv(self._run(np.ascontiguousarray(_x8(img, k))), k)
+            if acc is None:
+                acc = y.astype(np.float64)
+            else:
+                acc += y
+        acc /= 8
+        return acc.astype(np.float32)
+
+    def _run(self, img: np.ndarray) -> np.ndarray:
+        s, T = self.scale, PATCH * self.scale
+        _, h, w = img.shape
+        src = _pad_to_patch(img)
+        hp, wp = src.shape[1:]
+        out = np.zeros((3, hp * s, wp * s), np.float32)
+        if self.mode == "exact":
+            jobs, sink = _exact_jobs(hp, wp, s), _SumSink(out)
+        else:
+            jobs, ny, nx = _fast_plan(hp, wp, s, self.overlap, self.blend)
+            sink = _BandSink(out, ny, nx, T)
+        batch: List[tuple] = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) == self.batch_size:
+                self._flush(src, batch, sink)
+                batch = []
+        if batch:
+            self._flush(src, batch, sink)
+        sink.finish()
+        return out[:, :h * s, :w * s] if (hp, wp) != (h, w) else out
+
+    def _flush(self, src: np.ndarray, batch: List[tuple], sink) -> None:
+        n, bs, T = len(batch), self.batch_size, PATCH * self.scale
+        x = np.zeros((bs, 3, PATCH, PATCH), np.float32)  # padding tiles stay zero
+        for k, (y0, x0, _) in enumerate(batch):
+            x[k] = src[:, y0:y0 + PATCH, x0:x0 + PATCH]
+        y = np.asarray(self.tile_fn(x))
+        if y.shape != (bs, 3, T, T):
+            raise ValueError(f"tile_fn returned {y.shape}, expected {(bs, 3, T, T)}")
+        y = y.astype(np.float32, copy=False)
+        for k, (_, _, places) in enumerate(batch):
+            sink.add(y[k], places)
+        self.stats.tiles += n
+        self.stats.batches += 1
+        self.stats.pad_tiles += bs - n
+        self._done += n
+        if self.progress is not None:
+            self.progress(self._done, self._total)
+
+
+def _x8(a: np.ndarray, k: int) -> np.ndarray:
+    if k & 1:
+        a = a[:, :, ::-1]
+    if k & 2:
+        a = a[:, ::-1, :]
+    if k & 4:
+        a = a.transpose(0, 2, 1)
+    return a
+
+
+def _x8_inv(a: np.ndarray, k: int) -> np.ndarray:
+    if k & 4:
+        a = a.transpose(0, 2, 1)
+    if k & 2:
+        a = a[:, ::-1, :]
+    if k & 1:
+        a = a[:, :, ::-1]
+    return a
+
+
+def tiled_forward(img_chw: np.ndarray, tile_fn: TileFn, scale: int, mode: str = "fast",
+                  batch_size: int = 8, overlap: int = DEFAULT_OVERLAP,
+                  blend: str = DEFAULT_BLEND, self_ensemble: bool = False,
+                  progress: Optional[ProgressFn] = None, return_stats: bool = False):
+    """Functional wrapper around :class:`Tiler`; returns the (3, H*s, W*s) float32 output,
+    or ``(output, TileStats)`` with ``return_stats=True``."""
+    tiler = Tiler(tile_fn, scale, mode=mode, batch_size=batch_size, overlap=overlap,
+                  blend=blend, self_ensemble=self_ensemble, progress=progress)
+    out = tiler(img_chw)
+    return (out, tiler.stats) if return_stats else out

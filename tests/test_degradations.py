@@ -1,0 +1,143 @@
+"""MATLAB bicubic resizing, Gaussian noise and synthetic rain on real images.
+
+The published bicubic PSNR/SSIM rows are checked end to end in test_benchmarks.py.
+"""
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from src.degradations import (
+    RainParams, add_gaussian_noise, add_rain, bicubic_downsample, bicubic_upsample, imresize,
+    modcrop, resize_matrix,
+)
+from src.image_io import read_image
+from src.metrics import psnr
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def lenna() -> np.ndarray:
+    return read_image(DATA / "CSet14" / "lenna.png")
+
+
+def test_weights_sum_to_one_and_constant_is_kept():
+    for n_in, n_out, scale in [(10, 20, 2.0), (30, 10, 1 / 3), (17, 5, 0.25), (7, 21, 3.0)]:
+        mat = resize_matrix(n_in, n_out, scale)
+        assert mat.shape == (n_out, n_in) and np.allclose(mat.sum(axis=1), 1.0)
+    flat = np.full((33, 47, 3), 77, dtype=np.uint8)
+    assert np.array_equal(imresize(flat, 0.25), np.full((9, 12, 3), 77, dtype=np.uint8))
+
+
+def test_known_values_on_a_ramp():
+    # Cubic convolution reproduces linear signals exactly away from the border:
+    # output x (1-based) samples the input at u = x/scale + (1 - 1/scale)/2.
+    ramp = np.tile(np.arange(40, dtype=np.float64), (3, 1))
+    up = imresize(ramp, output_shape=(3, 80), scale=2.0)
+    x = np.arange(1, 81)
+    assert np.allclose(up[1, 4:-4], (x / 2 + 0.25 - 1)[4:-4])
+    down = imresize(ramp, scale=0.5, output_shape=(3, 20))
+    x = np.arange(1, 21)
+    assert np.allclose(down[1, 3:-3], (2 * x - 0.5 - 1)[3:-3])
+
+
+def test_integer_upscale_interpolates_input_samples(lenna):
+    # For x3, u = x/3 + 1/3 is an integer at x = 3k + 2, where the kernel is interpolating.
+    g = lenna[:40, :50, 1].astype(np.float64)
+    up = imresize(g, 3)
+    assert up.shape == (120, 150)
+    assert np.allclose(up[1::3, 1::3], g)
+
+
+def test_matches_pillow_bicubic_away_from_borders(lenna):
+    # Pillow's float BICUBIC uses the same kernel (a=-0.5), pixel-centre mapping and
+    # antialias stretch, but renormalises at the border instead of mirroring.
+    Image = pytest.importorskip("PIL.Image")  # installed with scikit-image
+    g = lenna[:, :, 0].astype(np.float32)
+    for scale in (0.25, 0.5, 2.0, 3.0):
+        shape = (int(512 * scale), int(512 * scale))
+        ours = imresize(g.astype(np.float64), scale, shape)
+        pil = np.asarray(Image.fromarray(g, mode="F").resize(shape[::-1], Image.BICUBIC))
+        assert np.abs(ours - pil)[12:-12, 12:-12].max() < 1e-3
+
+
+def test_not_opencv_cubic(lenna):
+    ours = imresize(lenna, 0.25).astype(np.float64)
+    cv = cv2.resize(lenna, (128, 128), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    assert np.abs(ours - cv).mean() > 1.0  # OpenCV has a=-0.75 and no antialiasing
+
+
+def test_uint8_rounds_once_half_away_and_float_stays_float(lenna):
+    crop = lenna[:61, :77]
+    f = imresize(crop.astype(np.float64), 0.5)
+    u = imresize(crop, 0.5)
+    assert u.dtype == np.uint8 and f.dtype == np.float64
+    assert np.array_equal(u, np.floor(np.clip(f, 0, 255) + 0.5).astype(np.uint8))
+    assert imresize(crop.astype(np.float32), 2).dtype == np.float32
+
+
+def test_output_sizes_odd_and_explicit(lenna):
+    odd = lenna[:101, :77]
+    assert imresize(odd, 1 / 3).shape == (34, 26, 3)  # ceil, as MATLAB
+    assert imresize(odd, 0.5).shape == (51, 39, 3)
+    assert imresize(odd, output_shape=(50, 70)).shape == (50, 70, 3)
+    assert imresize(odd[:, :, 0], 2).shape == (202, 154)
+    hr = modcrop(odd, 4)
+    assert hr.shape == (100, 76, 3)
+    lr = bicubic_downsample(hr, 4)
+    assert lr.shape == (25, 19, 3) and bicubic_upsample(lr, 4).shape == hr.shape
+
+
+def test_down_then_up_is_close_but_not_identity(lenna):
+    back = bicubic_upsample(bicubic_downsample(lenna, 2), 2)
+    assert 30 < psnr(back, lenna, crop_border=2) < 40
+
+
+def test_fast_enough(lenna):
+    start = time.perf_counter()
+    imresize(lenna, 0.25)
+    assert time.perf_counter() - start < 0.5
+
+
+# ----------------------------------------------------------------------------- noise
+
+def test_noise_deterministic_float_clipped_with_right_std(lenna):
+    a = add_gaussian_noise(lenna, 25, seed=3)
+    b = add_gaussian_noise(lenna, 25, rng=np.random.default_rng(3))
+    assert a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.array_equal(a, add_gaussian_noise(lenna, 25, seed=4))
+    assert a.min() >= 0 and a.max() <= 255
+    assert np.any(a != np.round(a))  # left unrounded
+    mid = np.full((256, 256, 3), 128, dtype=np.uint8)
+    assert abs(float((add_gaussian_noise(mid, 15, seed=0) - 128).std()) - 15) < 0.2
+    rounded = add_gaussian_noise(lenna, 25, seed=3, round_output=True)
+    assert rounded.dtype == np.uint8 and np.abs(rounded - a).max() <= 0.5 + 1e-4
+
+
+# ----------------------------------------------------------------------------- rain
+
+def test_rain_deterministic_additive_and_plausible():
+    files = sorted((DATA / "CBSD68").glob("*.png"))[:8]
+    scores = []
+    for i, f in enumerate(files):
+        img = read_image(f)
+        rainy = add_rain(img, seed=i)
+        assert rainy.dtype == np.uint8 and rainy.shape == img.shape
+        assert np.array_equal(rainy, add_rain(img, seed=i))
+        assert not np.array_equal(rainy, add_rain(img, seed=i + 100))
+        assert np.all(rainy >= img)  # white streaks are added, never subtracted
+        scores.append(psnr(rainy, img))
+    # Rain100L's own inputs span 20-35 dB, 26.9 dB on average.
+    assert all(19 < s < 36 for s in scores)
+    assert 24 < np.mean(scores) < 30
+
+
+def test_rain_overrides_and_gray():
+    gray = read_image(DATA / "CSet14" / "bridge.png", keep_gray=True)[:128, :128]
+    heavy = add_rain(gray, seed=0, density=(0.01, 0.01), intensity=(0.8, 0.8))
+    light = add_rain(gray, seed=0, params=RainParams(density=(0.001, 0.001)))
+    assert heavy.shape == gray.shape
+    assert psnr(heavy, gray) < psnr(light, gray)
