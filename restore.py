@@ -79,6 +79,9 @@ def main(argv=None) -> int:
             failed.append(str(src))
             continue
         start = time.perf_counter()
+        tiles = tiler.count(*img.shape[:2])
+        tile_progress = Progress(tiles, f"  {src.name} tiles", every=10.0, logger=LOG)
+        tiler.progress = (lambda done, _total: tile_progress.update(done)) if tiles > 500 else None
         out = quantize(restore_array(img, tiler)).astype(np.uint8)
         write_image(dst, out, overwrite=bool(cfg.overwrite))
         LOG.info("%s -> %s (%dx%d -> %dx%d, %d tiles, %s)", src, dst, img.shape[1], img.shape[0],

@@ -75,7 +75,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
         if key not in cfg:
             raise ConfigError(f"unknown option '{key}' (see default_config.yaml for the keys)")
         cfg[key] = value
-    cfg["config_path"] = str(path) if path else str(DEFAULT_CONFIG.name)
+    cfg["config_path"] = str(path) if path else None
+    cfg["overridden"] = sorted(overrides or {})
     return cfg
 
 

@@ -6,6 +6,7 @@ ONNX file; `restore_array` tiles any image through it.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable, Optional
@@ -57,6 +58,11 @@ def load_task_model(cfg: Config, task: Task, path: Path):
     cfg = Config(cfg, tasks=tasks)
     if meta.get("ipt_model") is None and cfg.num_queries and cfg.num_queries != len(tasks):
         cfg.num_queries = None
+    saved = json.loads(meta["ipt_model"]) if meta.get("ipt_model") else {}
+    if saved and cfg.get("config_path") is None and not set(cfg.get("overridden", ())) & set(saved):
+        cfg.update(saved)  # no model options given: take the checkpoint's own
+        LOG.info("model options from %s: %s", path.name,
+                 " ".join(f"{k}={saved[k]}" for k in ("n_feats", "num_heads", "num_layers") if k in saved))
     check_options(cfg, meta, path)
     model = IPT(cfg)
     load_params_strict(model, params, str(path))
