@@ -19,11 +19,11 @@ import numpy as np
 
 from src.benchmarks import baseline_output, open_benchmark
 from src.checkpoint import CheckpointError
-from src.config import Config, parse_cli
+from src.config import Config
 from src.image_io import write_image
 from src.metrics import psnr, quantize, ssim
-from src.tasks import Task, get_task
-from src.utils import Progress, fail, fmt_seconds, setup_device, setup_logging
+from src.tasks import Task
+from src.utils import Progress, fail, fmt_seconds, setup_device, start_command
 
 LOG = logging.getLogger("eval")
 
@@ -80,18 +80,7 @@ def evaluate(cfg: Config, task: Task) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_cli(argv, description=__doc__)
-    setup_logging(cfg.log_level)
-    try:
-        task = get_task(cfg.task)
-    except ValueError as err:
-        fail(str(err))
-    if cfg.metric not in ("y", "rgb"):
-        fail(f"--metric must be y or rgb, not {cfg.metric}")
-    if cfg.tiling not in ("fast", "exact"):
-        fail(f"--tiling must be fast or exact, not {cfg.tiling}")
-    if not Path(cfg.data_path).is_dir():
-        fail(f"data_path not found: {cfg.data_path}")
+    cfg, task = start_command(argv, __doc__, need_data=True)
     if cfg.json and Path(cfg.json).exists() and not cfg.overwrite:
         fail(f"{cfg.json} exists; pass --overwrite to replace it")
     if not cfg.baseline:

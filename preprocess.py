@@ -21,10 +21,10 @@ import numpy as np
 
 from src.benchmarks import open_benchmark
 from src.checkpoint import CheckpointError
-from src.config import Config, parse_cli
+from src.config import Config
 from src.exported import MANIFEST, PATCH, TILES_FORMAT, check_export, mindir_info
-from src.tasks import Task, get_task
-from src.utils import Progress, fail, setup_logging
+from src.tasks import Task
+from src.utils import Progress, fail, start_command
 
 LOG = logging.getLogger("preprocess")
 
@@ -62,16 +62,7 @@ def tile_batch_of(cfg: Config, task: Task) -> int:
 
 
 def main(argv=None) -> int:
-    cfg = parse_cli(argv, description=__doc__)
-    setup_logging(cfg.log_level)
-    try:
-        task = get_task(cfg.task)
-    except ValueError as err:
-        fail(str(err))
-    if cfg.tiling not in ("fast", "exact"):
-        fail(f"--tiling must be fast or exact, not {cfg.tiling}")
-    if not Path(cfg.data_path).is_dir():
-        fail(f"data_path not found: {cfg.data_path}")
+    cfg, task = start_command(argv, __doc__, need_data=True)
     if not cfg.output:
         fail("give --output, the folder for the tile files")
     out_dir = Path(cfg.output)

@@ -20,12 +20,10 @@ from typing import List, Tuple
 import numpy as np
 
 from src.checkpoint import CheckpointError
-from src.config import parse_cli
 from src.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from src.inference import make_runner, make_tiler, restore_array
 from src.metrics import quantize
-from src.tasks import get_task
-from src.utils import Progress, fail, fmt_seconds, setup_device, setup_logging
+from src.utils import Progress, fail, fmt_seconds, setup_device, start_command
 
 LOG = logging.getLogger("restore")
 
@@ -42,12 +40,7 @@ def collect_inputs(spec: str) -> List[Tuple[Path, Path]]:
 
 
 def main(argv=None) -> int:
-    cfg = parse_cli(argv, description=__doc__)
-    setup_logging(cfg.log_level)
-    try:
-        task = get_task(cfg.task)
-    except ValueError as err:
-        fail(str(err))
+    cfg, task = start_command(argv, __doc__)
     if not cfg.input or not cfg.output:
         fail("give --input (file, folder or glob) and --output (folder)")
     inputs = collect_inputs(str(cfg.input))

@@ -116,9 +116,17 @@ def load_params_strict(net: nn.Cell, params: Dict[str, ms.Parameter], source: st
         if shape != tuple(param.shape):
             raise CheckpointError(f"{source}: '{name}' has shape {shape}, the model expects "
                                   f"{tuple(param.shape)} (wrong config?)")
+    params = {name: _as_dtype(params[name], own[name].dtype) for name in own}
     not_loaded, _ = ms.load_param_into_net(net, params, strict_load=True)
     if not_loaded:
         raise CheckpointError(f"{source}: '{not_loaded[0]}' was not loaded")
+
+
+def _as_dtype(param: ms.Parameter, dtype) -> ms.Parameter:
+    """Widen stored values to the model's dtype (shipped weights are kept in float16 to stay small)."""
+    if param.dtype == dtype:
+        return param
+    return ms.Parameter(ms.Tensor(param.asnumpy(), dtype), name=param.name, requires_grad=param.requires_grad)
 
 
 def load_checkpoint(net: nn.Cell, path: str | Path, cfg: Optional[Config] = None) -> dict:

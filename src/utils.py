@@ -21,6 +21,26 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def start_command(argv, description: str, need_data: bool = False):
+    """Common start of the inference commands: parse the CLI, set up logging, check the task
+    and the enumerated options; returns (cfg, task). Errors are one line."""
+    from pathlib import Path
+    from src.config import parse_cli
+    from src.tasks import get_task
+    cfg = parse_cli(argv, description=description)
+    setup_logging(cfg.log_level)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        fail(str(err))
+    for key, allowed in (("metric", ("y", "rgb")), ("tiling", ("fast", "exact"))):
+        if cfg[key] not in allowed:
+            fail(f"--{key} must be {' or '.join(allowed)}, not {cfg[key]}")
+    if need_data and not Path(cfg.data_path).is_dir():
+        fail(f"data_path not found: {cfg.data_path}")
+    return cfg, task
+
+
 def setup_device(cfg) -> None:
     """Set execution mode, device and CPU threads from the config, once per process."""
     import mindspore as ms
