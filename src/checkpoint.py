@@ -79,7 +79,10 @@ def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
     except Exception as err:  # MindSpore raises several types for a foreign file
         raise CheckpointError(f"{path} is not a readable MindSpore checkpoint "
                               f"({str(err).strip().splitlines()[0][:120]})") from None
+    # Metadata: strings, and numbers saved through append_dict (scalar entries without a dot).
     meta = {k: data.pop(k) for k in list(data) if not isinstance(data[k], ms.Parameter)}
+    meta.update({k: data.pop(k).asnumpy().item() for k in list(data)
+                 if "." not in k and tuple(data[k].shape) == ()})
     meta["optimizer"] = {k: data.pop(k) for k in list(data) if k.startswith(OPTIMIZER_PREFIX)}
     return data, meta
 

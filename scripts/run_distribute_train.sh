@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Data-parallel IPT training: the global batch_size is split over WORKERS processes (one per device).
+#   bash scripts/run_distribute_train.sh WORKERS CONFIG [--key value ...]
+#   e.g. bash scripts/run_distribute_train.sh 2 ipt_tiny --steps 100 --out_dir runs/tiny_dp
+#        DEVICE_TARGET=GPU bash scripts/run_distribute_train.sh 8 default_config.yaml --batch_size 64
+#        DEVICE_TARGET=Ascend RANK_TABLE_FILE=/path/hccl_8p.json bash scripts/run_distribute_train.sh 8 default_config.yaml
+# CPU and GPU (and Ascend without RANK_TABLE_FILE) start through msrun; on CPU the collectives use
+# mccl. Ascend with RANK_TABLE_FILE starts one process per device with DEVICE_ID/RANK_ID set.
+# Env: DEVICE_TARGET (CPU|GPU|Ascend, default CPU; or pass --device_target), MASTER_PORT (msrun, default 8118),
+#      LOG_DIR (default ./log_distribute), RANK_TABLE_FILE and DEVICE_START (Ascend, default 0).
+# Only rank 0 logs progress and writes checkpoints.
+set -euo pipefail
+
+usage() {
+    echo "usage: bash $0 WORKERS CONFIG [--key value ...]" >&2
+    echo "  WORKERS: number of processes/devices (>= 1); batch_size must be divisible by it" >&2
+    echo "  CONFIG: a yaml file or a name in configs/ (e.g. ipt_tiny, default_config.yaml)" >&2
+    echo "  env: DEVICE_TARGET=CPU|GPU|Ascend MASTER_PORT=N LOG_DIR=dir RANK_TABLE_FILE=json DEVICE_START=N" >&2
+    exit 2
+}
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+[ $# -ge 2 ] || usage
+WORKERS="$1"; CONFIG="$2"; shift 2
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: WORKERS must be a positive integer, got '$WORKERS'" >&2
+    usage
+fi
+if [ ! -f "$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG.yaml" ] && [ ! -f "$ROOT/$CONFIG" ]; then
+    echo "error: config '$CONFIG' not found (a file, or a name in $ROOT/configs)" >&2
+    usage
+fi
+if [ $# -gt 0 ] && [[ "$1" != --* ]]; then
+    echo "error: extra arguments must be --key value pairs, got '$1'" >&2
+    usage
+fi
+DEVICE_TARGET="${DEVICE_TARGET:-CPU}"
+ARGV=("$@")
+for ((i = 0; i < ${#ARGV[@]}; i++)); do  # --device_target X among the extra arguments wins
+    case "${ARGV[$i]}" in
+        --device_target) DEVICE_TARGET="${ARGV[$((i + 1))]:-}" ;;
+        --device_target=*) DEVICE_TARGET="${ARGV[$i]#*=}" ;;
+    esac
+done
+case "$DEVICE_TARGET" in CPU|GPU|Ascend) ;; *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend" >&2; usage ;; esac
+MASTER_PORT="${MASTER_PORT:-8118}"
+LOG_DIR="$(mkdir -p "${LOG_DIR:-log_distribute}" && cd "${LOG_DIR:-log_distribute}" && pwd)"
+ARGS=(--config "$CONFIG" --distribute true --device_target "$DEVICE_TARGET" "$@")
+
+cd "$ROOT"
+if [ "$DEVICE_TARGET" = "Ascend" ] && [ -n "${RANK_TABLE_FILE:-}" ]; then
+    [ -f "$RANK_TABLE_FILE" ] || { echo "error: RANK_TABLE_FILE $RANK_TABLE_FILE not found" >&2; exit 2; }
+    export RANK_TABLE_FILE RANK_SIZE="$WORKERS"
+    DEVICE_START="${DEVICE_START:-0}"
+    PIDS=()
+    for ((i = 0; i < WORKERS; i++)); do
+        DEVICE_ID=$((DEVICE_START + i)) RANK_ID=$i \
+            python train.py "${ARGS[@]}" > "$LOG_DIR/rank_$i.log" 2>&1 &
+        PIDS+=($!)
+        echo "rank $i on Ascend device $((DEVICE_START + i)), pid ${PIDS[-1]}, log $LOG_DIR/rank_$i.log"
+    done
+    STATUS=0
+    for i in "${!PIDS[@]}"; do
+        if ! wait "${PIDS[$i]}"; then
+            echo "rank $i failed, see $LOG_DIR/rank_$i.log" >&2
+            STATUS=1
+        fi
+    done
+    exit $STATUS
+fi
+
+command -v msrun > /dev/null || { echo "error: msrun not found (install MindSpore >= 2.3 into this environment)" >&2; exit 2; }
+echo "msrun: $WORKERS worker(s) on $DEVICE_TARGET, port $MASTER_PORT, logs in $LOG_DIR"
+msrun --worker_num="$WORKERS" --local_worker_num="$WORKERS" --master_port="$MASTER_PORT" \
+    --log_dir="$LOG_DIR" --join=True train.py "${ARGS[@]}"
