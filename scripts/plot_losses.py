@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--log", action="append", required=True, help="a train.py log (repeatable)")
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args()
-    panels = [draw_panel(read_log(Path(p)), Path(p).name) for p in args.log]
+    panels = [draw_panel(read_log(Path(p)), f"{Path(p).parent.name}/{Path(p).name}") for p in args.log]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), np.concatenate(panels, axis=0)):

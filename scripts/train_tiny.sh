@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
+#   1. pre-train ipt_tiny on ../shared/datasets/train for all six tasks (one task per step),
+#   2. fine-tune each task from the last pre-training checkpoint (constant lr),
+#   3. ship the weights (scripts/ship_weights.py: weights only, float16) as pretrained/ipt_tiny_*.ckpt,
+#   4. plot the loss curves (pretrained/loss_curves.png),
+#   5. record how it was made in pretrained/TRAINING.txt (command, git revision, times per stage).
+#
+#   bash scripts/train_tiny.sh [OUT_ROOT] [--pretrain_steps N] [--finetune_steps M] [options]
+#
+# Resumable: run the same command again after an interruption. A stage whose out_dir has
+# checkpoints continues from the newest (--resume true); a stage that reached its steps is skipped.
+# Paths are relative to the repository root. Nothing in the ship folder is replaced without --overwrite
+# (checked before any training starts).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ALL_TASKS="sr_x2,sr_x3,sr_x4,derain,denoise_30,denoise_50"
+
+usage() {
+    cat >&2 <<EOF
+usage: bash scripts/train_tiny.sh [OUT_ROOT] [options]
+  OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/pretrain, OUT_ROOT/TASK
+options:
+  --pretrain_steps N       pre-training steps (default 2500; cosine 5e-4 -> 1e-5, batch 8, seed 1)
+  --finetune_steps M       fine-tuning steps per task (default 300)
+  --finetune_lr LR         constant fine-tuning lr (default 1e-4)
+  --tasks LIST             tasks to fine-tune and ship, comma-separated (default $ALL_TASKS)
+  --skip_finetune          ship the six-task pre-trained checkpoint only (ipt_tiny_pretrain.ckpt)
+  --pretrain_dir DIR       pre-training run folder (default OUT_ROOT/pretrain), e.g. an existing run
+  --ship_dir DIR           where the shipped files go (default pretrained)
+  --device_target T        CPU (default), GPU or Ascend
+  --overwrite              replace shipped files, loss plot and TRAINING.txt in the ship folder
+  --dry_run                print the stages' commands, run nothing
+EOF
+    exit 2
+}
+
+die() { echo "error: $*" >&2; exit 2; }
+is_int() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+is_float() { [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]]; }
+
+OUT_ROOT="runs/ipt_tiny"
+PRETRAIN_STEPS=2500
+FINETUNE_STEPS=300
+FINETUNE_LR=1e-4
+TASKS="$ALL_TASKS"
+SKIP_FINETUNE=0
+PRETRAIN_DIR=""
+SHIP_DIR="pretrained"
+DEVICE_TARGET="CPU"
+OVERWRITE=0
+DRY_RUN=0
+
+ORIGINAL_ARGS=("$@")
+if [ $# -gt 0 ] && [[ "$1" != --* ]]; then OUT_ROOT="$1"; shift; fi
+while [ $# -gt 0 ]; do
+    opt="$1"
+    case "$opt" in
+        -h|--help) usage ;;
+        --skip_finetune) SKIP_FINETUNE=1; shift; continue ;;
+        --overwrite) OVERWRITE=1; shift; continue ;;
+        --dry_run) DRY_RUN=1; shift; continue ;;
+        --pretrain_steps|--finetune_steps|--finetune_lr|--tasks|--pretrain_dir|--ship_dir|--device_target)
+            [ $# -ge 2 ] && [[ "$2" != --* ]] || { echo "error: $opt needs a value" >&2; usage; } ;;
+        *) echo "error: unknown argument '$opt'" >&2; usage ;;
+    esac
+    val="$2"; shift 2
+    case "$opt" in
+        --pretrain_steps) is_int "$val" || die "--pretrain_steps must be a positive integer, got '$val'"; PRETRAIN_STEPS="$val" ;;
+        --finetune_steps) is_int "$val" || die "--finetune_steps must be a positive integer, got '$val'"; FINETUNE_STEPS="$val" ;;
+        --finetune_lr) is_float "$val" || die "--finetune_lr must be a number, got '$val'"; FINETUNE_LR="$val" ;;
+        --tasks) TASKS="$val" ;;
+        --pretrain_dir) PRETRAIN_DIR="$val" ;;
+        --ship_dir) SHIP_DIR="$val" ;;
+        --device_target) DEVICE_TARGET="$val" ;;
+    esac
+done
+case "$DEVICE_TARGET" in CPU|GPU|Ascend) ;; *) die "--device_target must be CPU, GPU or Ascend, got '$DEVICE_TARGET'" ;; esac
+IFS=',' read -r -a TASK_LIST <<< "$TASKS"
+[ ${#TASK_LIST[@]} -gt 0 ] || die "--tasks is empty"
+for t in "${TASK_LIST[@]}"; do
+    [[ ",$ALL_TASKS," == *",$t,"* ]] || die "unknown task '$t' in --tasks (choose from $ALL_TASKS)"
+done
+[ "$SKIP_FINETUNE" = 1 ] && TASK_LIST=()
+PRETRAIN_DIR="${PRETRAIN_DIR:-$OUT_ROOT/pretrain}"
+
+cd "$ROOT"
+if [ "$DRY_RUN" = 0 ]; then
+    [ -d ../shared/datasets/train ] || die "training data not found: ../shared/datasets/train"
+    python -c "import mindspore" 2>/dev/null || die "python cannot import mindspore: activate the venv (source .venv/bin/activate)"
+fi
+
+# ------------------------------------------------------------------ what will be written, checked first
+SHIPPED=("$SHIP_DIR/ipt_tiny_pretrain.ckpt")
+for t in "${TASK_LIST[@]}"; do SHIPPED+=("$SHIP_DIR/ipt_tiny_$t.ckpt"); done
+if [ "$OVERWRITE" = 0 ] && [ "$DRY_RUN" = 0 ]; then
+    for f in "${SHIPPED[@]}" "$SHIP_DIR/loss_curves.png" "$SHIP_DIR/TRAINING.txt"; do
+        [ -e "$f" ] && die "$f exists; pass --overwrite to replace the shipped files (nothing was run)"
+    done
+fi
+if [ "$SKIP_FINETUNE" = 1 ]; then
+    for f in "$SHIP_DIR"/ipt_tiny_{sr_x2,sr_x3,sr_x4,derain,denoise_30,denoise_50}.ckpt; do
+        [ -e "$f" ] && echo "warning: $f exists and takes precedence over ipt_tiny_pretrain.ckpt for its task" >&2
+    done
+fi
+
+# ------------------------------------------------------------------ stages
+STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+T0=$(date +%s)
+STAGE_LINES=()   # one record per stage for TRAINING.txt
+RUN_LOG="$OUT_ROOT/train_tiny.log"
+[ "$DRY_RUN" = 0 ] && mkdir -p "$OUT_ROOT"
+
+note() {  # a line on the terminal and in OUT_ROOT/train_tiny.log
+    echo "[train_tiny $(date -u +%H:%M:%S)] $*"
+    [ "$DRY_RUN" = 1 ] || echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >> "$RUN_LOG"
+}
+
+latest_step() {  # newest checkpoint step in a run folder, 0 if none
+    local dir="$1" best=0 f n
+    for f in "$dir"/ipt_step*.ckpt; do
+        [ -e "$f" ] || continue
+        n="${f##*/ipt_step}"; n="${n%.ckpt}"
+        [[ "$n" =~ ^[0-9]{8}$ ]] || continue
+        n=$((10#$n)); [ "$n" -gt "$best" ] && best=$n
+    done
+    echo "$best"
+}
+
+ckpt_of() { printf '%s/ipt_step%08d.ckpt' "$1" "$2"; }
+
+# run_stage NAME DIR STEPS CMD...: train.py with --resume true unless DIR already holds step STEPS.
+run_stage() {
+    local name="$1" dir="$2" steps="$3"; shift 3
+    local target status latest start secs
+    target="$(ckpt_of "$dir" "$steps")"
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "$*"; STAGE_LINES+=("$name|dry run|0|$target|$*"); return
+    fi
+    start=$(date +%s)
+    if [ -f "$target" ]; then
+        status="already complete (no-op)"
+        note "$name: $target exists, nothing to do"
+    else
+        latest=$(latest_step "$dir")
+        [ "$latest" -gt "$steps" ] && die "$dir already went to step $latest, past $steps, and has no $(basename "$target"): use another folder, or ask for $latest steps"
+        if [ -f "$dir/train.log" ] && [ $(( $(date +%s) - $(stat -c %Y "$dir/train.log") )) -lt 120 ]; then
+            die "$dir/train.log was written in the last 2 minutes: is a run still going there? (not starting a second one)"
+        fi
+        if [ "$latest" -gt 0 ]; then status="resumed from step $latest"; else status="trained from step 0"; fi
+        note "$name: $status to step $steps: $*"
+        "$@" --resume true
+        [ -f "$target" ] || die "$name finished without writing $target"
+    fi
+    secs=$(( $(date +%s) - start ))
+    note "$name: done in ${secs} s"
+    STAGE_LINES+=("$name|$status|$secs|$target|$*")
+}
+
+PRE_CMD=(python train.py --config ipt_tiny --train_mode pretrain --steps "$PRETRAIN_STEPS" --batch_size 8
+         --lr_max 5e-4 --lr_min 1e-5 --lr_schedule cosine --save_every 250 --keep_last 3 --log_every 25
+         --seed 1 --device_target "$DEVICE_TARGET" --out_dir "$PRETRAIN_DIR")
+run_stage pretrain "$PRETRAIN_DIR" "$PRETRAIN_STEPS" "${PRE_CMD[@]}"
+PRE_CKPT="$(ckpt_of "$PRETRAIN_DIR" "$PRETRAIN_STEPS")"
+
+for t in "${TASK_LIST[@]}"; do
+    FT_CMD=(python train.py --config ipt_tiny --train_mode finetune --task "$t" --pretrained "$PRE_CKPT"
+            --steps "$FINETUNE_STEPS" --batch_size 8 --lr_schedule constant --lr_min "$FINETUNE_LR"
+            --save_every 100 --keep_last 2 --log_every 25 --seed 1 --device_target "$DEVICE_TARGET"
+            --out_dir "$OUT_ROOT/$t")
+    run_stage "$t" "$OUT_ROOT/$t" "$FINETUNE_STEPS" "${FT_CMD[@]}"
+done
+
+# ------------------------------------------------------------------ ship, plot
+timed() {  # timed NAME CMD...: run and record like a stage
+    local name="$1"; shift
+    if [ "$DRY_RUN" = 1 ]; then echo "$*"; STAGE_LINES+=("$name|dry run|0|-|$*"); return; fi
+    local start; start=$(date +%s)
+    note "$name: $*"
+    "$@"
+    STAGE_LINES+=("$name|done|$(( $(date +%s) - start ))|-|$*")
+}
+
+OW=(); [ "$OVERWRITE" = 1 ] && OW=(--overwrite)
+timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/ipt_tiny_pretrain.ckpt" "${OW[@]}"
+LOGS=(--log "$PRETRAIN_DIR/train.log")
+for t in "${TASK_LIST[@]}"; do
+    timed "ship-$t" python scripts/ship_weights.py --src "$(ckpt_of "$OUT_ROOT/$t" "$FINETUNE_STEPS")" \
+        --dst "$SHIP_DIR/ipt_tiny_$t.ckpt" "${OW[@]}"
+    LOGS+=(--log "$OUT_ROOT/$t/train.log")
+done
+timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curves.png"
+
+[ "$DRY_RUN" = 1 ] && exit 0
+
+# ------------------------------------------------------------------ TRAINING.txt
+FINISHED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+TOTAL=$(( $(date +%s) - T0 ))
+REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+CHANGES="$(git --no-optional-locks status --porcelain 2>/dev/null || true)"
+if [ -z "$CHANGES" ]; then DIRTY="clean"; else DIRTY="dirty: $(printf '%s\n' "$CHANGES" | wc -l) changed or untracked path(s)"; fi
+VERSIONS="$(python -c 'import mindspore, numpy, platform; print(f"Python {platform.python_version()}, MindSpore {mindspore.__version__}, numpy {numpy.__version__}")' 2>/dev/null || echo unknown)"
+NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp' -o -iname '*.jpg' \) | wc -l)
+{
+    echo "# How the shipped ipt_tiny weights were made (written by scripts/train_tiny.sh)"
+    echo
+    echo "command:   bash scripts/train_tiny.sh ${ORIGINAL_ARGS[*]}"
+    echo "git:       $REV ($DIRTY)"
+    echo "started:   $STARTED"
+    echo "finished:  $FINISHED (this invocation: $TOTAL s; stages skipped as complete count 0 s)"
+    echo "machine:   $(nproc) CPU core(s), device $DEVICE_TARGET; $VERSIONS"
+    echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image)"
+    echo "shipped:   ${SHIPPED[*]} $SHIP_DIR/loss_curves.png"
+    echo
+    echo "stages (seconds of this invocation; a resumed stage's earlier part is in its train.log):"
+    for line in "${STAGE_LINES[@]}"; do
+        IFS='|' read -r name status secs ckpt cmd <<< "$line"
+        printf '  %-16s %-28s %7s s  %s\n' "$name" "$status" "$secs" "$ckpt"
+        printf '      %s\n' "$cmd"
+    done
+    if [ -n "$CHANGES" ]; then
+        echo
+        echo "uncommitted paths at training time (git status --porcelain):"
+        printf '%s\n' "$CHANGES" | head -40 | sed 's/^/  /'
+    fi
+} > "$SHIP_DIR/TRAINING.txt.tmp"
+mv "$SHIP_DIR/TRAINING.txt.tmp" "$SHIP_DIR/TRAINING.txt"
+note "wrote $SHIP_DIR/TRAINING.txt; shipped: ${SHIPPED[*]}"
+du -ch "${SHIPPED[@]}" | tail -1 | sed 's/^/shipped weights: /'
