@@ -48,10 +48,11 @@ def evaluate(cfg: Config, task: Task) -> dict:
             out = restore_array(item.input, tiler)
         seconds = time.perf_counter() - start
         out = quantize(out)
-        row = {"name": item.name,
-               "psnr": psnr(out, item.target, task.crop_border, cfg.metric),
-               "ssim": ssim(out, item.target, task.crop_border, cfg.metric),
-               "seconds": seconds}
+        row = {"name": item.name, "seconds": seconds}
+        for metric in ("y", "rgb"):  # both protocols are cheap next to the network
+            row[f"psnr_{metric}"] = psnr(out, item.target, task.crop_border, metric)
+            row[f"ssim_{metric}"] = ssim(out, item.target, task.crop_border, metric)
+        row["psnr"], row["ssim"] = row[f"psnr_{cfg.metric}"], row[f"ssim_{cfg.metric}"]
         if tiler is not None:
             row["tiles"] = tiler.stats.tiles
         rows.append(row)
@@ -66,8 +67,8 @@ def evaluate(cfg: Config, task: Task) -> dict:
         "model": "baseline" if cfg.baseline else str(cfg.ckpt or "shipped"),
         "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": bool(cfg.self_ensemble),
         "images": len(rows), "skipped": [s.path for s in bench.skipped],
-        "psnr": float(np.mean([r["psnr"] for r in rows])) if rows else float("nan"),
-        "ssim": float(np.mean([r["ssim"] for r in rows])) if rows else float("nan"),
+        **{key: float(np.mean([r[key] for r in rows])) if rows else float("nan")
+           for key in ("psnr", "ssim", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else 0.0,
         "rows": rows,
     }

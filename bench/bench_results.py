@@ -5,8 +5,8 @@
                                   [--device_target CPU] [--overwrite]
 
 For each (task, set) row: Set5 and Set14 at sr_x2/x3/x4, CBSD68 at denoise_30/50, Rain100L for derain,
-eval.py runs four times as a subprocess (`--json`): the shipped weights and `--baseline` (the degraded
-input), each under `--metric y` (IPT protocol) and `--metric rgb`. The weights are the ones eval.py
+eval.py runs twice as a subprocess (`--json`): the shipped weights and `--baseline` (the degraded
+input), each scored under the IPT protocol (Y) and on RGB in one eval.py run. The weights are the ones eval.py
 picks by itself when no `--ckpt` is given (pretrained/ipt_tiny_TASK.ckpt, else
 pretrained/ipt_tiny_pretrain.ckpt); `--ckpt_dir DIR` picks the same names from another folder and
 passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--json` file, if present.
@@ -224,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     status = Status()
     rows = [r for r in ROWS if r[0] in args.tasks]
-    total, n = 4 * len(rows), 0
+    total, n = 2 * len(rows), 0
     table: List[Dict] = []
     failed = 0
     cbm3d = load_cbm3d(Path(args.cbm3d_json) if args.cbm3d_json else None)
@@ -242,13 +242,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if task in cbm3d:
                 row["cbm3d"] = {k: cbm3d[task][k] for k in ("images", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")}
             for model in ("baseline", "ours"):
-                for metric in ("y", "rgb"):
+                for metric in ("y",):  # eval.py reports both protocols in one run
                     n += 1
                     key = f"{model}_{metric}"
-                    name = f"[{n:2d}/{total}] {task:<10} {label:<8} {model:<8} {metric.upper():<3}"
+                    name = f"[{n:2d}/{total}] {task:<10} {label:<8} {model:<8}"
                     if model == "ours" and weights is None:
                         status.done(f"{name} skipped: no ipt_tiny_{task}.ckpt or ipt_tiny_pretrain.ckpt in {args.ckpt_dir}")
-                        row["evals"][key] = {"error": "no weights"}
+                        row["evals"][key] = row["evals"][f"{model}_rgb"] = {"error": "no weights"}
                         continue
                     eval_args = ["--task", task, "--data_path", str(data), "--metric", metric,
                                  "--device_target", args.device_target]
@@ -264,6 +264,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         result["data_path"] = row["data_path"]  # the set, not the temporary subset
                         row["images"] = result["images"]
                     row["evals"][key] = result
+                    if "error" not in result:
+                        row["evals"][f"{model}_rgb"] = dict(result, metric="rgb", psnr=result["psnr_rgb"],
+                                                            ssim=result["ssim_rgb"])
             table.append(row)
     finally:
         if not failed and not args.log_dir:
