@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", default="", help="checkpoint (default: the shipped weights)")
     parser.add_argument("--limit", type=int, default=0, help="first N images of each set (0 = all)")
+    parser.add_argument("--overlap", type=int, default=None, help="fast-mode overlap (default: the tiler's)")
     parser.add_argument("--device_target", default="CPU")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
@@ -54,8 +55,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         for task, folder in CASES:
             data = subset(DATASETS / folder, args.limit, tmp)
-            res = {t: run_eval(task, data, args.ckpt, t, ["--device_target", args.device_target], tmp)
-                   for t in ("exact", "fast")}
+            extra = ["--device_target", args.device_target]
+            res = {"exact": run_eval(task, data, args.ckpt, "exact", extra, tmp),
+                   "fast": run_eval(task, data, args.ckpt, "fast", extra + (
+                       ["--tile_overlap", str(args.overlap)] if args.overlap is not None else []), tmp)}
             rows.append({
                 "task": task, "set": folder, "images": res["fast"]["images"],
                 **{f"{t}_{k}": res[t][k] for t in res for k in ("psnr", "ssim", "seconds_per_image")},
@@ -69,7 +72,8 @@ def main() -> None:
               f"{r['psnr_diff']:>+8.3f} {r['exact_tiles']:>7.0f}/{r['fast_tiles']:<6.0f} "
               f"{r['exact_seconds_per_image']:>6.2f}/{r['fast_seconds_per_image']:<6.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"ckpt": args.ckpt, "limit": args.limit, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"ckpt": args.ckpt, "limit": args.limit, "overlap": args.overlap,
+                                               "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
