@@ -52,3 +52,14 @@ def test_restore_large_image(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert read_image(tmp_path / "out" / "big.jpg").shape == (3000, 4000, 3)
     assert "n_feats=8" in proc.stderr
+
+
+def test_shipped_weights_restore_out_of_the_box(tmp_path):
+    """The README's first command: no --ckpt, the shipped weights remove rain (PSNR goes up)."""
+    from src.metrics import psnr
+    rainy = DATASETS / "Rain100L" / "rainy" / "rain-001.png"
+    proc = run_cli("restore.py", "--task", "derain", "--input", rainy, "--output", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "shipped weights" in proc.stderr
+    clean = read_image(DATASETS / "Rain100L" / "norain-001.png")
+    assert psnr(read_image(tmp_path / "rain-001.png"), clean) > psnr(read_image(rainy), clean) + 1.0
