@@ -9,7 +9,6 @@ image), so every table has its reference row. `--ckpt` takes a .ckpt, .mindir or
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -23,7 +22,7 @@ from src.config import Config
 from src.image_io import write_image
 from src.metrics import psnr, quantize, ssim
 from src.tasks import Task
-from src.utils import Progress, fail, fmt_seconds, setup_device, start_command
+from src.utils import Progress, fail, fmt_seconds, report_result, setup_device, start_command
 
 LOG = logging.getLogger("eval")
 
@@ -90,10 +89,7 @@ def main(argv=None) -> int:
         result = evaluate(cfg, task)
     except (CheckpointError, FileExistsError) as err:
         fail(str(err))
-    if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json).write_text(json.dumps(result, indent=1))
-    print(f"{task.name} {Path(cfg.data_path).name} PSNR {result['psnr']:.2f} SSIM {result['ssim']:.4f}")
+    report_result(result, cfg.json)
     return 0
 
 

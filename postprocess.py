@@ -26,7 +26,7 @@ from src.config import Config, parse_cli
 from src.exported import MANIFEST, PATCH, TILES_FORMAT, run_bin_folder
 from src.metrics import psnr, quantize, ssim
 from src.tasks import get_task
-from src.utils import fail, setup_device, setup_logging
+from src.utils import fail, report_result, setup_device, setup_logging
 
 LOG = logging.getLogger("postprocess")
 
@@ -150,10 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     LOG.info("%s on %s (%d images, %s): PSNR %.3f dB  SSIM %.4f", result["task"],
              Path(result["data_path"]).name, result["images"], "Y" if cfg.metric == "y" else "RGB",
              result["psnr"], result["ssim"])
-    if cfg.json:
-        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json).write_text(json.dumps(result, indent=1))
-    print(f"{result['task']} {Path(result['data_path']).name} PSNR {result['psnr']:.2f} SSIM {result['ssim']:.4f}")
+    report_result(result, cfg.json)
     return 0
 
 

@@ -82,6 +82,22 @@ class Progress:
                       100.0 * done / self.total, fmt_seconds(elapsed), fmt_seconds(eta))
 
 
+def write_json(path, obj) -> None:
+    """Write a result file (parent folders created)."""
+    import json
+    from pathlib import Path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1))
+
+
+def report_result(result: dict, json_path) -> None:
+    """The closing lines of eval-like commands: the JSON file, then a one-line summary on stdout."""
+    from pathlib import Path
+    if json_path:
+        write_json(json_path, result)
+    print(f"{result['task']} {Path(result['data_path']).name} PSNR {result['psnr']:.2f} SSIM {result['ssim']:.4f}")
+
+
 def fmt_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
