@@ -22,7 +22,7 @@ import numpy as np
 
 from src.checkpoint import CheckpointError
 from src.config import Config, parse_cli
-from src.exported import SUFFIXES, PATCH, check_export, export_cell, export_metadata, make_onnx_compatible, \
+from src.exported import SUFFIXES, PATCH, check_export, export_cell, export_metadata, \
     mindir_info
 from src.tasks import Task, get_task
 from src.utils import fail, setup_device, setup_logging
@@ -58,8 +58,6 @@ def export_model(net, task: Task, file_format: str, batch: int, out: Path, meta:
         example = ms.Tensor(np.zeros((batch, 3, PATCH, PATCH), np.float32))
     else:
         example = ms.Tensor(shape=[None, 3, PATCH, PATCH], dtype=ms.float32)
-    if file_format == "ONNX":
-        make_onnx_compatible(net)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_stem = out.with_name(f".{out.stem}.tmp{os.getpid()}")
     tmp = tmp_stem.with_name(tmp_stem.name + SUFFIXES[file_format])

@@ -28,7 +28,8 @@ class MeanShift(nn.Cell):
         bias = sign * rgb_range * np.asarray(RGB_MEAN, dtype=np.float32)
         self.weight = Parameter(Tensor(weight), name="weight", requires_grad=False)
         self.bias = Parameter(Tensor(bias), name="bias", requires_grad=False)
-        self.conv = ops.Conv2D(out_channel=3, kernel_size=1)
+        # A tuple kernel size: MindSpore 2.10's ONNX exporter fails on an int one.
+        self.conv = ops.Conv2D(out_channel=3, kernel_size=(1, 1))
         self.bias_add = ops.BiasAdd()
 
     def construct(self, x):

@@ -48,16 +48,6 @@ def export_cell(cfg: Config, task: Task, path: Path):
     return net
 
 
-def make_onnx_compatible(net) -> None:
-    """Give the mean-shift convs a tuple kernel size: MindSpore 2.10's ONNX exporter fails on an
-    int `kernel_size` attribute ("Cast value from type Int64Imm to ValueTuple failed").
-    Numerically identical (same 1x1 convolution)."""
-    from mindspore import ops
-    model = getattr(net, "model", net)
-    for shift in (model.sub_mean, model.add_mean):
-        shift.conv = ops.Conv2D(out_channel=3, kernel_size=(1, 1))
-
-
 def export_metadata(task: Task, batch: int, source: str) -> Dict[str, str]:
     """What a runner needs to refuse a wrong file: its task, scale and batch (0 = any)."""
     return {"ipt_task": task.name, "ipt_scale": str(task.scale), "ipt_batch": str(batch),
