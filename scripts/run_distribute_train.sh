@@ -26,23 +26,8 @@ if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: WORKERS must be a positive integer, got '$WORKERS'" >&2
     usage
 fi
-if [ ! -f "$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG.yaml" ] && [ ! -f "$ROOT/$CONFIG" ]; then
-    echo "error: config '$CONFIG' not found (a file, or a name in $ROOT/configs)" >&2
-    usage
-fi
-if [ $# -gt 0 ] && [[ "$1" != --* ]]; then
-    echo "error: extra arguments must be --key value pairs, got '$1'" >&2
-    usage
-fi
-DEVICE_TARGET="${DEVICE_TARGET:-CPU}"
-ARGV=("$@")
-for ((i = 0; i < ${#ARGV[@]}; i++)); do  # --device_target X among the extra arguments wins
-    case "${ARGV[$i]}" in
-        --device_target) DEVICE_TARGET="${ARGV[$((i + 1))]:-}" ;;
-        --device_target=*) DEVICE_TARGET="${ARGV[$i]#*=}" ;;
-    esac
-done
-case "$DEVICE_TARGET" in CPU|GPU|Ascend) ;; *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend" >&2; usage ;; esac
+. "$ROOT/scripts/train_args.sh"
+check_train_args "$CONFIG" "$@"
 MASTER_PORT="${MASTER_PORT:-8118}"
 LOG_DIR="$(mkdir -p "${LOG_DIR:-log_distribute}" && cd "${LOG_DIR:-log_distribute}" && pwd)"
 ARGS=(--config "$CONFIG" --distribute true --device_target "$DEVICE_TARGET" "$@")

@@ -19,23 +19,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 [ $# -ge 1 ] || usage
 CONFIG="$1"; shift
 case "$CONFIG" in -h|--help) usage ;; --*) echo "error: CONFIG must come first, got '$CONFIG'" >&2; usage ;; esac
-if [ ! -f "$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG" ] && [ ! -f "$ROOT/configs/$CONFIG.yaml" ] && [ ! -f "$ROOT/$CONFIG" ]; then
-    echo "error: config '$CONFIG' not found (a file, or a name in $ROOT/configs)" >&2
-    usage
-fi
-if [ $# -gt 0 ] && [[ "$1" != --* ]]; then
-    echo "error: extra arguments must be --key value pairs, got '$1'" >&2
-    usage
-fi
-DEVICE_TARGET="${DEVICE_TARGET:-CPU}"
-ARGV=("$@")
-for ((i = 0; i < ${#ARGV[@]}; i++)); do  # --device_target X among the extra arguments wins
-    case "${ARGV[$i]}" in
-        --device_target) DEVICE_TARGET="${ARGV[$((i + 1))]:-}" ;;
-        --device_target=*) DEVICE_TARGET="${ARGV[$i]#*=}" ;;
-    esac
-done
-case "$DEVICE_TARGET" in CPU|GPU|Ascend) ;; *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend" >&2; usage ;; esac
+. "$ROOT/scripts/train_args.sh"
+check_train_args "$CONFIG" "$@"
 DEVICE_ID="${DEVICE_ID:-0}"
 LOG_FILE="${LOG_FILE:-train_standalone.log}"
 
