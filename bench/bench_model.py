@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.config import Config, load_config  # noqa: E402
 from src.tasks import get_task  # noqa: E402
+from src.utils import peak_rss_mb  # noqa: E402
 
 LOG = logging.getLogger("bench_model")
 MODELS = {"base": None, "tiny": "ipt_tiny"}  # name -> config (None = default_config.yaml)
@@ -76,17 +77,6 @@ def flop_count(cfg: Config, scale: int) -> Dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def peak_rss_mb() -> Optional[float]:
-    """This process's peak resident memory (VmHWM), or None where /proc is missing."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
 def device_peak_mb(target: str) -> Optional[float]:
     """The MindSpore device allocator's peak (GPU/Ascend only; CPU memory is VmHWM)."""
     if target == "CPU":

@@ -36,22 +36,12 @@ sys.path.insert(0, str(ROOT))
 
 from src.config import load_config  # noqa: E402
 from src.tasks import get_task  # noqa: E402
+from src.utils import peak_rss_mb  # noqa: E402
 
 LOG = logging.getLogger("bench_restore")
 DIV2K = ROOT.parent / "shared" / "datasets" / "train" / "DIV2K_crop256"
 MODELS = {"base": None, "tiny": "ipt_tiny"}
 LARGE_PIXELS = 512 * 512  # sizes above this get --large_images images
-
-
-def peak_rss_mb() -> Optional[float]:
-    """This process's peak resident memory (VmHWM), or None where /proc is missing."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 def bench_images(size: Tuple[int, int], count: int) -> List[Tuple[str, np.ndarray]]:

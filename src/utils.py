@@ -82,6 +82,17 @@ class Progress:
                       100.0 * done / self.total, fmt_seconds(elapsed), fmt_seconds(eta))
 
 
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory (VmHWM), or None where /proc is missing."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def write_json(path, obj) -> None:
     """Write a result file (parent folders created)."""
     import json
