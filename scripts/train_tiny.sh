@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
 #   1. pre-train ipt_tiny on ../shared/datasets/train for all six tasks (one task per step),
-#   2. fine-tune each task from the last pre-training checkpoint (constant lr),
+#   2. fine-tune each task from the last pre-training checkpoint (L1 only, cosine lr),
 #   3. ship the weights (scripts/ship_weights.py: weights only, float16) as pretrained/ipt_tiny_*.ckpt,
 #   4. plot the loss curves (pretrained/loss_curves.png),
 #   5. record how it was made in pretrained/TRAINING.txt (command, git revision, times per stage).
@@ -22,9 +22,9 @@ usage() {
 usage: bash scripts/train_tiny.sh [OUT_ROOT] [options]
   OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/pretrain, OUT_ROOT/TASK
 options:
-  --pretrain_steps N       pre-training steps (default 2500; cosine 5e-4 -> 1e-5, batch 8, seed 1)
-  --finetune_steps M       fine-tuning steps per task (default 300)
-  --finetune_lr LR         constant fine-tuning lr (default 1e-4)
+  --pretrain_steps N       pre-training steps (default 3000; L1 + contrastive, cosine 1e-3 -> 1e-5, batch 8, seed 1)
+  --finetune_steps M       fine-tuning steps per task (default 700; L1 only, as the paper fine-tunes)
+  --finetune_lr LR         fine-tuning lr at the start of its cosine decay to 1e-5 (default 1e-3)
   --tasks LIST             tasks to fine-tune and ship, comma-separated (default $ALL_TASKS)
   --skip_finetune          ship the six-task pre-trained checkpoint only (ipt_tiny_pretrain.ckpt)
   --pretrain_dir DIR       pre-training run folder (default OUT_ROOT/pretrain), e.g. an existing run
@@ -41,9 +41,9 @@ is_int() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
 is_float() { [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]]; }
 
 OUT_ROOT="runs/ipt_tiny"
-PRETRAIN_STEPS=2500
-FINETUNE_STEPS=300
-FINETUNE_LR=1e-4
+PRETRAIN_STEPS=3000
+FINETUNE_STEPS=700
+FINETUNE_LR=1e-3
 TASKS="$ALL_TASKS"
 SKIP_FINETUNE=0
 PRETRAIN_DIR=""
@@ -159,14 +159,15 @@ run_stage() {
 }
 
 PRE_CMD=(python train.py --config ipt_tiny --train_mode pretrain --steps "$PRETRAIN_STEPS" --batch_size 8
-         --lr_max 5e-4 --lr_min 1e-5 --lr_schedule cosine --save_every 250 --keep_last 3 --log_every 25
+         --lr_max 1e-3 --lr_min 1e-5 --lr_schedule cosine --save_every 250 --keep_last 3 --log_every 25
          --seed 1 --device_target "$DEVICE_TARGET" --out_dir "$PRETRAIN_DIR")
 run_stage pretrain "$PRETRAIN_DIR" "$PRETRAIN_STEPS" "${PRE_CMD[@]}"
 PRE_CKPT="$(ckpt_of "$PRETRAIN_DIR" "$PRETRAIN_STEPS")"
 
 for t in "${TASK_LIST[@]}"; do
     FT_CMD=(python train.py --config ipt_tiny --train_mode finetune --task "$t" --pretrained "$PRE_CKPT"
-            --steps "$FINETUNE_STEPS" --batch_size 8 --lr_schedule constant --lr_min "$FINETUNE_LR"
+            --steps "$FINETUNE_STEPS" --batch_size 8 --lr_schedule cosine --lr_max "$FINETUNE_LR" --lr_min 1e-5
+            --contrastive_weight 0
             --save_every 100 --keep_last 2 --log_every 25 --seed 1 --device_target "$DEVICE_TARGET"
             --out_dir "$OUT_ROOT/$t")
     run_stage "$t" "$OUT_ROOT/$t" "$FINETUNE_STEPS" "${FT_CMD[@]}"
