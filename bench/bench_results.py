@@ -1,7 +1,7 @@
 """The results table of the shipped weights, every task, by one command (eval.py on every benchmark).
 
     python bench/bench_results.py [--ckpt_dir pretrained] [--json results.json] [--markdown results.md]
-                                  [--quick | --limit N] [--tasks sr_x2 derain] [--cbm3d_json bench/cbm3d.json]
+                                  [--quick | --limit N] [--tasks sr_x2 derain] [--cbm3d_json bench/cbm3d_sigma30.json ...]
                                   [--device_target CPU] [--overwrite]
 
 For each (task, set) row: Set5 and Set14 at sr_x2/x3/x4, CBSD68 at denoise_30/50, Rain100L for derain,
@@ -9,7 +9,7 @@ eval.py runs twice as a subprocess (`--json`): the shipped weights and `--baseli
 input), each scored under the IPT protocol (Y) and on RGB in one eval.py run. The weights are the ones eval.py
 picks by itself when no `--ckpt` is given (pretrained/ipt_tiny_TASK.ckpt, else
 pretrained/ipt_tiny_pretrain.ckpt); `--ckpt_dir DIR` picks the same names from another folder and
-passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--json` file, if present.
+passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--json` files (bench/cbm3d*.json), if present.
 
 `--quick` (= `--limit 2`) scores the first 2 images of every set, for smoke tests: eval.py has no
 image limit, so a temporary folder of symlinks to the first N images is made per set (Rain100L keeps
@@ -151,12 +151,20 @@ def cell(result: Optional[Dict]) -> str:
     return f"{result['psnr']:.2f} / {result['ssim']:.4f}"
 
 
-def load_cbm3d(path: Optional[Path]) -> Dict[str, Dict]:
-    """task -> CBM3D result from bench_cbm3d.py's JSON (empty when there is none)."""
-    if not path or not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {r["task"]: r for r in data.get("results", [])}
+def load_cbm3d(paths: Sequence[Path]) -> Dict[str, Dict]:
+    """task -> CBM3D result from bench_cbm3d.py's JSON files (one per sigma may be run in parallel).
+
+    Files that do not exist are ignored; a task found in two files is an error, not a silent pick.
+    """
+    found: Dict[str, Dict] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        for r in json.loads(path.read_text()).get("results", []):
+            if r["task"] in found:
+                raise SystemExit(f"error: CBM3D {r['task']} is in more than one --cbm3d_json file")
+            found[r["task"]] = r
+    return found
 
 
 def markdown(rows: List[Dict], header: str) -> str:
@@ -204,7 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 images per set (smoke test)")
     parser.add_argument("--limit", type=int, default=0, help="first N images per set (0 = all)")
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES, help="rows to run")
-    parser.add_argument("--cbm3d_json", default="bench/cbm3d.json", help="bench_cbm3d.py's --json output")
+    parser.add_argument("--cbm3d_json", nargs="*", default=None,
+                        help="bench_cbm3d.py's --json output(s) (default: bench/cbm3d*.json; none: no CBM3D column)")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     parser.add_argument("--log_dir", default="", help="keep eval.py's outputs here (default: a temporary folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json / --markdown files")
@@ -227,7 +236,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     total, n = 2 * len(rows), 0
     table: List[Dict] = []
     failed = 0
-    cbm3d = load_cbm3d(Path(args.cbm3d_json) if args.cbm3d_json else None)
+    cbm3d_files = (sorted((ROOT / "bench").glob("cbm3d*.json")) if args.cbm3d_json is None
+                   else [Path(p) for p in args.cbm3d_json])
+    cbm3d = load_cbm3d(cbm3d_files)
     try:
         for task, label, folder in rows:
             data = (ROOT / DATA / folder).resolve()
@@ -285,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"ckpt_dir": args.ckpt_dir, "shipped": shipped, "limit": limit,
                                                "device_target": args.device_target, "git": git_revision(),
-                                               "cbm3d_json": args.cbm3d_json if cbm3d else None,
+                                               "cbm3d_json": [rel(p) for p in cbm3d_files if p.is_file()] or None,
                                                "rows": table}, indent=1))
         print(f"wrote {args.json}")
     if failed:
