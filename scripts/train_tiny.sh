@@ -107,6 +107,9 @@ fi
 
 # ------------------------------------------------------------------ stages
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The source state the run starts from (later the run's own outputs in the ship folder change git status).
+REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+CHANGES="$(git --no-optional-locks status --porcelain 2>/dev/null || true)"
 T0=$(date +%s)
 STAGE_LINES=()   # one record per stage for TRAINING.txt
 RUN_LOG="$OUT_ROOT/train_tiny.log"
@@ -198,8 +201,6 @@ timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curv
 # ------------------------------------------------------------------ TRAINING.txt
 FINISHED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 TOTAL=$(( $(date +%s) - T0 ))
-REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-CHANGES="$(git --no-optional-locks status --porcelain 2>/dev/null || true)"
 if [ -z "$CHANGES" ]; then DIRTY="clean"; else DIRTY="dirty: $(printf '%s\n' "$CHANGES" | wc -l) changed or untracked path(s)"; fi
 VERSIONS="$(python -c 'import mindspore, numpy, platform; print(f"Python {platform.python_version()}, MindSpore {mindspore.__version__}, numpy {numpy.__version__}")' 2>/dev/null || echo unknown)"
 NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp' -o -iname '*.jpg' \) | wc -l)
@@ -222,7 +223,7 @@ NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp'
     done
     if [ -n "$CHANGES" ]; then
         echo
-        echo "uncommitted paths at training time (git status --porcelain):"
+        echo "uncommitted paths when the run started (git status --porcelain):"
         printf '%s\n' "$CHANGES" | head -40 | sed 's/^/  /'
     fi
 } > "$SHIP_DIR/TRAINING.txt.tmp"
