@@ -71,6 +71,16 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
+def load_script(relpath: str):
+    """Import a repo script that is not a package module (bench/*.py, scripts/*.py) by its path."""
+    import importlib.util
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(script: str, *args, timeout: int = 600):
     """Run one of the repo's commands as a user would; returns the CompletedProcess."""
     import subprocess

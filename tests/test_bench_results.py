@@ -1,18 +1,14 @@
 """bench/bench_results.py: the CBM3D column is read from one JSON file per sigma, merged safely."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench_results():
-    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "bench_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/bench_results.py")
 
 
 def _cbm3d_file(path: Path, *sigmas: int) -> Path:

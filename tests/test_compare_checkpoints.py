@@ -1,20 +1,15 @@
 """scripts/compare_checkpoints.py: bit-identical files agree, a changed weight or shape does not."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
 from src.checkpoint import save_checkpoint
 from src.config import load_config
+from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("compare_checkpoints", ROOT / "scripts" / "compare_checkpoints.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/compare_checkpoints.py")
 
 
 def _save(path, params):

@@ -1,7 +1,5 @@
 """scripts/ship_weights.py: a training checkpoint becomes a small float16 file that loads strictly,
 keeps its task/model metadata, drops the optimizer state, and stays within the folder budget."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +8,13 @@ import mindspore as ms
 from src.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from src.config import load_config
 from src.ipt import IPT
+from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TASK = "sr_x2"
 
 
 def _ship_module():
-    spec = importlib.util.spec_from_file_location("ship_weights", ROOT / "scripts" / "ship_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/ship_weights.py")
 
 
 @pytest.fixture(scope="module")
