@@ -2,14 +2,15 @@
 
     python bench/bench_results.py [--ckpt_dir pretrained] [--json results.json] [--markdown results.md]
                                   [--quick | --limit N] [--tasks sr_x2 derain] [--cbm3d_json bench/cbm3d_sigma30.json ...]
-                                  [--device_target CPU] [--overwrite]
+                                  [--device_target CPU] [--from_json results.json] [--overwrite]
 
 For each (task, set) row: Set5 and Set14 at sr_x2/x3/x4, CBSD68 at denoise_30/50, Rain100L for derain,
 eval.py runs twice as a subprocess (`--json`): the shipped weights and `--baseline` (the degraded
 input), each scored under the IPT protocol (Y) and on RGB in one eval.py run. The weights are the ones eval.py
 picks by itself when no `--ckpt` is given (pretrained/ipt_tiny_TASK.ckpt, else
 pretrained/ipt_tiny_pretrain.ckpt); `--ckpt_dir DIR` picks the same names from another folder and
-passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--json` files (bench/cbm3d*.json), if present.
+passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--json` files (bench/cbm3d*.json), if present;
+`--from_json results.json` runs no eval and only re-renders an earlier `--json` with the current CBM3D files.
 
 `--quick` (= `--limit 2`) scores the first 2 images of every set, for smoke tests: eval.py has no
 image limit, so a temporary folder of symlinks to the first N images is made per set (Rain100L keeps
@@ -204,6 +205,64 @@ def git_revision() -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def attach_cbm3d(row: Dict, cbm3d: Dict[str, Dict]) -> None:
+    """Put the CBM3D result of the row's task (if any) into the row, replacing an older one."""
+    row.pop("cbm3d", None)
+    if row["task"] in cbm3d:
+        row["cbm3d"] = {k: cbm3d[row["task"]][k] for k in ("images", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")}
+
+
+def run_rows(rows: Sequence[Tuple[str, str, str]], ckpt_dir: Path, shipped: bool, limit: int,
+             device_target: str, work: Path, log_dir: Path) -> Tuple[List[Dict], int]:
+    """eval.py on every (task, set) row, baseline and ours; returns the table rows and the failure count."""
+    status = Status()
+    total, n, failed = 2 * len(rows), 0, 0
+    table: List[Dict] = []
+    for task, label, folder in rows:
+        data = (ROOT / DATA / folder).resolve()
+        if limit:
+            sub = work / "subsets" / folder
+            data = sub if sub.is_dir() else subset_folder(data, sub, limit, "derain" if task == "derain" else "")
+        weights = find_weights(ckpt_dir, task)
+        row = {"task": task, "set": label, "data_path": f"{DATA}/{folder}", "images": 0, "limit": limit,
+               "weights": rel(weights) if weights else None, "evals": {}}
+        for model in ("baseline", "ours"):  # eval.py reports Y (IPT protocol) and RGB in one run
+            n += 1
+            name = f"[{n:2d}/{total}] {task:<10} {label:<8} {model:<8}"
+            if model == "ours" and weights is None:
+                status.done(f"{name} skipped: no ipt_tiny_{task}.ckpt or ipt_tiny_pretrain.ckpt in {ckpt_dir}")
+                row["evals"][f"{model}_y"] = row["evals"][f"{model}_rgb"] = {"error": "no weights"}
+                continue
+            eval_args = ["--task", task, "--data_path", str(data), "--metric", "y", "--device_target", device_target]
+            if model == "baseline":
+                eval_args.append("--baseline")
+            elif not shipped:
+                eval_args += ["--ckpt", str(weights)]
+            result = run_eval(name, eval_args, work / f"{task}_{folder}_{model}_y.json",
+                              log_dir / f"{task}_{folder}_{model}_y.log", status)
+            row["evals"][f"{model}_y"] = result
+            if "error" in result:
+                failed += 1
+                continue
+            result["data_path"] = row["data_path"]  # the set, not the temporary subset
+            row["images"] = result["images"]
+            row["evals"][f"{model}_rgb"] = dict(result, metric="rgb", psnr=result["psnr_rgb"], ssim=result["ssim_rgb"])
+        table.append(row)
+    return table, failed
+
+
+def read_saved(path: Path) -> Dict:
+    """An earlier --json of this script (for --from_json), or a one-line error."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot read {path}: {err}")
+    missing = [k for k in ("rows", "limit", "shipped", "ckpt_dir") if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise SystemExit(f"error: {path} is not a bench_results.py --json file (no {', '.join(missing)})")
+    return saved
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_dir", default="pretrained", help="folder of ipt_tiny_*.ckpt (default: the shipped ones)")
@@ -214,6 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES, help="rows to run")
     parser.add_argument("--cbm3d_json", nargs="*", default=None,
                         help="bench_cbm3d.py's --json output(s) (default: bench/cbm3d*.json; none: no CBM3D column)")
+    parser.add_argument("--from_json", default="",
+                        help="run no eval: re-render an earlier --json with the current CBM3D files")
     parser.add_argument("--device_target", default="CPU", choices=("CPU", "GPU", "Ascend"))
     parser.add_argument("--log_dir", default="", help="keep eval.py's outputs here (default: a temporary folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json / --markdown files")
@@ -225,68 +286,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     limit = 2 if args.quick and not args.limit else args.limit
     if limit < 0:
         parser.error("--limit must be >= 0")
-    ckpt_dir = Path(args.ckpt_dir)
-    shipped = ckpt_dir.resolve() == (ROOT / "pretrained").resolve()  # eval.py finds these by itself
-
-    work = Path(tempfile.mkdtemp(prefix="bench_results_"))
-    log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    status = Status()
-    rows = [r for r in ROWS if r[0] in args.tasks]
-    total, n = 2 * len(rows), 0
-    table: List[Dict] = []
-    failed = 0
     cbm3d_files = (sorted((ROOT / "bench").glob("cbm3d*.json")) if args.cbm3d_json is None
                    else [Path(p) for p in args.cbm3d_json])
     cbm3d = load_cbm3d(cbm3d_files)
-    try:
-        for task, label, folder in rows:
-            data = (ROOT / DATA / folder).resolve()
-            if not data.is_dir():
-                parser.error(f"benchmark folder not found: {rel(data)}")
-            if limit:
-                sub = work / "subsets" / folder
-                data = sub if sub.is_dir() else subset_folder(data, sub, limit, "derain" if task == "derain" else "")
-            weights = find_weights(ckpt_dir, task)
-            row = {"task": task, "set": label, "data_path": f"{DATA}/{folder}", "images": 0, "limit": limit,
-                   "weights": rel(weights) if weights else None, "evals": {}}
-            if task in cbm3d:
-                row["cbm3d"] = {k: cbm3d[task][k] for k in ("images", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")}
-            for model in ("baseline", "ours"):
-                for metric in ("y",):  # eval.py reports both protocols in one run
-                    n += 1
-                    key = f"{model}_{metric}"
-                    name = f"[{n:2d}/{total}] {task:<10} {label:<8} {model:<8}"
-                    if model == "ours" and weights is None:
-                        status.done(f"{name} skipped: no ipt_tiny_{task}.ckpt or ipt_tiny_pretrain.ckpt in {args.ckpt_dir}")
-                        row["evals"][key] = row["evals"][f"{model}_rgb"] = {"error": "no weights"}
-                        continue
-                    eval_args = ["--task", task, "--data_path", str(data), "--metric", metric,
-                                 "--device_target", args.device_target]
-                    if model == "baseline":
-                        eval_args.append("--baseline")
-                    elif not shipped:
-                        eval_args += ["--ckpt", str(weights)]
-                    result = run_eval(name, eval_args, work / f"{task}_{folder}_{key}.json",
-                                      log_dir / f"{task}_{folder}_{key}.log", status)
-                    if "error" in result:
-                        failed += 1
-                    else:
-                        result["data_path"] = row["data_path"]  # the set, not the temporary subset
-                        row["images"] = result["images"]
-                    row["evals"][key] = result
-                    if "error" not in result:
-                        row["evals"][f"{model}_rgb"] = dict(result, metric="rgb", psnr=result["psnr_rgb"],
-                                                            ssim=result["ssim_rgb"])
-            table.append(row)
-    finally:
-        if not failed and not args.log_dir:
-            shutil.rmtree(work, ignore_errors=True)
+    now = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
 
-    header = (f"IPT-tiny results ({'shipped weights' if shipped else 'weights from ' + args.ckpt_dir}; "
-              f"{'first ' + str(limit) + ' images per set' if limit else 'full sets'}; git {git_revision()}, "
-              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC). Y: IPT protocol "
-              f"(BT.601 luma, scale pixels cropped for SR); RGB: all channels.")
+    failed = 0
+    if args.from_json:
+        saved = read_saved(Path(args.from_json))
+        table, limit, shipped, ckpt_label = saved["rows"], saved["limit"], saved["shipped"], saved["ckpt_dir"]
+        git, date = saved.get("git", "unknown"), saved.get("date", f"re-rendered {now}")
+        device_target = saved.get("device_target", args.device_target)
+    else:
+        ckpt_dir = Path(args.ckpt_dir)
+        shipped = ckpt_dir.resolve() == (ROOT / "pretrained").resolve()  # eval.py finds these by itself
+        ckpt_label, git, date, device_target = args.ckpt_dir, git_revision(), now, args.device_target
+        rows = [r for r in ROWS if r[0] in args.tasks]
+        for _, _, folder in rows:
+            if not (ROOT / DATA / folder).is_dir():
+                parser.error(f"benchmark folder not found: {rel(ROOT / DATA / folder)}")
+        work = Path(tempfile.mkdtemp(prefix="bench_results_"))
+        log_dir = Path(args.log_dir) if args.log_dir else work / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            table, failed = run_rows(rows, ckpt_dir, shipped, limit, device_target, work, log_dir)
+        finally:
+            if not failed and not args.log_dir:
+                shutil.rmtree(work, ignore_errors=True)
+    for row in table:
+        attach_cbm3d(row, cbm3d)
+
+    header = (f"IPT-tiny results ({'shipped weights' if shipped else 'weights from ' + ckpt_label}; "
+              f"{'first ' + str(limit) + ' images per set' if limit else 'full sets'}; git {git}, "
+              f"{date}). Y: IPT protocol (BT.601 luma, scale pixels cropped for SR); RGB: all channels.")
     text = markdown(table, header)
     print("\n" + text)
     if args.markdown:
@@ -294,8 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Path(args.markdown).write_text(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"ckpt_dir": args.ckpt_dir, "shipped": shipped, "limit": limit,
-                                               "device_target": args.device_target, "git": git_revision(),
+        Path(args.json).write_text(json.dumps({"ckpt_dir": ckpt_label, "shipped": shipped, "limit": limit,
+                                               "device_target": device_target, "git": git, "date": date,
                                                "cbm3d_json": [rel(p) for p in cbm3d_files if p.is_file()] or None,
                                                "rows": table}, indent=1))
         print(f"wrote {args.json}")

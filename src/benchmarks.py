@@ -94,6 +94,11 @@ class Benchmark:
         """Pairs found on disk (before any unreadable ones are skipped)."""
         return len(self._entries)
 
+    @property
+    def names(self) -> List[str]:
+        """Item names in iteration order, without loading any image."""
+        return [entry[0] for entry in self._entries]
+
     def __iter__(self) -> Iterator[BenchmarkItem]:
         """Yield items in sorted order; ``skipped`` is reset and refilled on each pass."""
         self.skipped = []

@@ -40,3 +40,33 @@ def test_subset_cbm3d_rows_are_marked_in_the_table():
     text = markdown([row], "header")
     assert "31.00 / 0.8500*" in text and "on 10 image(s), the other columns on 68" in text
     assert "+6.25" in text
+
+
+def _saved_table(path: Path) -> Path:
+    row = {"task": "denoise_30", "set": "CBSD68", "data_path": "../shared/datasets/CBSD68", "images": 3,
+           "limit": 0, "weights": "pretrained/ipt_tiny_denoise_30.ckpt",
+           "evals": {"baseline_y": {"psnr": 23.75, "ssim": 0.5}, "ours_y": {"psnr": 30.0, "ssim": 0.8}},
+           "cbm3d": {"images": 1, "psnr_y": 1.0, "ssim_y": 0.1, "psnr_rgb": 1.0, "ssim_rgb": 0.1}}
+    path.write_text(json.dumps({"ckpt_dir": "pretrained", "shipped": True, "limit": 0, "git": "abc1234",
+                                "rows": [row]}))
+    return path
+
+
+def test_from_json_rerenders_with_new_cbm3d_and_runs_no_eval(tmp_path, monkeypatch):
+    module = _bench_results()
+    monkeypatch.setattr(module, "run_rows", lambda *a, **k: pytest.fail("--from_json must not run eval.py"))
+    out_md, out_json = tmp_path / "table.md", tmp_path / "table.json"
+    assert module.main(["--from_json", str(_saved_table(tmp_path / "old.json")),
+                        "--cbm3d_json", str(_cbm3d_file(tmp_path / "c.json", 30)),
+                        "--markdown", str(out_md), "--json", str(out_json)]) == 0
+    text = out_md.read_text()
+    assert "| 27.00 / 0.8000 |" in text and "*" not in text  # the new 3-image CBM3D result, unmarked
+    assert "git abc1234" in text and "+6.25" in text
+    assert json.loads(out_json.read_text())["rows"][0]["cbm3d"]["psnr_y"] == pytest.approx(27.0)
+
+
+def test_from_json_refuses_another_file(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": []}))
+    with pytest.raises(SystemExit, match="no limit, shipped, ckpt_dir"):
+        _bench_results().main(["--from_json", str(other)])
