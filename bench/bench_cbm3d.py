@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.benchmarks import open_benchmark  # noqa: E402
 from src.metrics import psnr, quantize, ssim  # noqa: E402
-from src.utils import Progress, fail, setup_logging  # noqa: E402
+from src.utils import Progress, fail, setup_logging, write_text_atomic  # noqa: E402
 
 LOG = logging.getLogger("bench_cbm3d")
 DEFAULT_DATA = "../shared/datasets/CBSD68"
@@ -130,10 +129,7 @@ def resumed_results(path: Path, settings: Dict) -> Dict[float, Dict]:
 
 def write_json(path: Path, payload: Dict) -> None:
     """Replace `path` atomically: a crash mid-write leaves the previous version."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

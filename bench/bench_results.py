@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.image_io import list_images  # noqa: E402
+from src.utils import write_text_atomic  # noqa: E402
 
 LOG = logging.getLogger("bench_results")
 DATA = "../shared/datasets"
@@ -322,14 +323,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = markdown(table, header)
     print("\n" + text)
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+        write_text_atomic(args.markdown, text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"ckpt_dir": ckpt_label, "shipped": shipped, "limit": limit,
-                                               "device_target": device_target, "git": git, "date": date,
-                                               "cbm3d_json": [rel(p) for p in cbm3d_files if p.is_file()] or None,
-                                               "rows": table}, indent=1))
+        saved = {"ckpt_dir": ckpt_label, "shipped": shipped, "limit": limit, "device_target": device_target,
+                 "git": git, "date": date, "cbm3d_json": [rel(p) for p in cbm3d_files if p.is_file()] or None,
+                 "rows": table}
+        write_text_atomic(args.json, json.dumps(saved, indent=1))
         print(f"wrote {args.json}")
     if failed:
         print(f"{failed} eval(s) failed; logs in {log_dir}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Small shared helpers: logging, device setup, one-line fatal errors, progress with ETA."""
+"""Small shared helpers: logging, device setup, one-line fatal errors, progress with ETA, atomic text files."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,16 @@ import time
 from typing import NoReturn, Optional
 
 LOG = logging.getLogger("ipt")
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write a text file (results, reports) so that a crash mid-write leaves the previous version."""
+    from pathlib import Path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def setup_logging(level: str = "INFO") -> None:

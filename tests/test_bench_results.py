@@ -6,7 +6,6 @@ import pytest
 from tests.conftest import load_script
 
 
-
 def _bench_results():
     return load_script("bench/bench_results.py")
 

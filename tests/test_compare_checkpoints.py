@@ -7,7 +7,6 @@ from src.config import load_config
 from tests.conftest import load_script
 
 
-
 def _module():
     return load_script("scripts/compare_checkpoints.py")
 
