@@ -59,7 +59,9 @@ DUMMIES = {
 def _ms_runner(net_name: str, scale: int, threads: int):
     import mindspore as ms
     from src.config import load_config
+    from src.cpu_isa import cap_onednn_isa
     from src.ipt import IPT
+    cap_onednn_isa("CPU")
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(threads)

@@ -66,6 +66,8 @@ def setup_device(cfg) -> None:
     except (RuntimeError, ValueError) as err:
         fail(f"cannot use device {target}: {str(err).strip().splitlines()[0]}")
     if target == "CPU":
+        from src.cpu_isa import cap_onednn_isa
+        cap_onednn_isa(target)  # before the first CPU kernel: oneDNN reads it once
         threads = int(cfg.threads) or (os.cpu_count() or 1)
         try:
             ms.device_context.cpu.op_tuning.threads_num(threads)

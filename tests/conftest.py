@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))
 
 def pytest_configure(config):
     import mindspore as ms
+    from src.cpu_isa import cap_onednn_isa
+    cap_onednn_isa("CPU")  # as every command does: subprocess tests inherit it
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(os.cpu_count() or 1)
