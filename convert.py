@@ -19,7 +19,7 @@ from src.config import parse_cli
 from src.convert_weights import ConversionError, convert_state_dict, file_slots
 from src.ipt import IPT
 from src.pt_reader import load_pt_state_dict
-from src.utils import fail, setup_logging
+from src.utils import check_output_file, fail, run_command, setup_logging
 
 LOG = logging.getLogger("convert")
 
@@ -34,8 +34,7 @@ def main(argv=None) -> int:
     cfg = parse_cli(rest, description=__doc__)
     setup_logging(cfg.log_level)
     src, dst = Path(args.src), Path(args.dst)
-    if dst.exists() and not cfg.overwrite:
-        fail(f"{dst} exists; pass --overwrite to replace it")
+    check_output_file(dst, "dst", cfg.overwrite)
     try:
         state = load_pt_state_dict(src)
         if file_slots(state) == 1:
@@ -59,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

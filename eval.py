@@ -10,7 +10,6 @@ image), so every table has its reference row. `--ckpt` takes a .ckpt, .mindir or
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -22,14 +21,15 @@ from src.config import Config
 from src.image_io import write_image
 from src.metrics import psnr, quantize, ssim
 from src.tasks import Task
-from src.utils import Progress, fail, fmt_seconds, report_result, setup_device, start_command
+from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, report_result,
+                       run_command, setup_device, start_command, write_json)
 
 LOG = logging.getLogger("eval")
 
 
 def evaluate(cfg: Config, task: Task) -> dict:
     """Run the benchmark; returns the per-image rows and the means (also logged)."""
-    bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=int(cfg.noise_seed))
+    bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=cfg.noise_seed)
     if len(bench) == 0:
         fail(f"no benchmark images found in {cfg.data_path} for {task.name}")
     tiler = None
@@ -55,16 +55,21 @@ def evaluate(cfg: Config, task: Task) -> dict:
         if tiler is not None:
             row["tiles"] = tiler.stats.tiles
         rows.append(row)
+        if cfg.json:  # kept as they come: an interrupted or failed run loses no scored image
+            write_json(cfg.json, {"task": task.name, "data_path": cfg.data_path, "complete": False, "rows": rows})
         LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", item.name, row["psnr"], row["ssim"], seconds)
         if save_dir:
-            write_image(save_dir / f"{item.name}.png", out.astype(np.uint8), overwrite=bool(cfg.overwrite))
+            try:
+                write_image(save_dir / f"{item.name}.png", out.astype(np.uint8), overwrite=cfg.overwrite)
+            except OSError as err:
+                fail(f"cannot write {save_dir / item.name}.png: {err.strerror or err}")
         progress.update(len(rows))
     for skipped in bench.skipped:
         LOG.error("skipped %s: %s", skipped.path, skipped.reason)
     result = {
-        "task": task.name, "data_path": str(cfg.data_path), "metric": cfg.metric,
+        "task": task.name, "data_path": cfg.data_path, "complete": True, "metric": cfg.metric,
         "model": "baseline" if cfg.baseline else str(cfg.ckpt or "shipped"),
-        "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": bool(cfg.self_ensemble),
+        "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": cfg.self_ensemble,
         "images": len(rows), "skipped": [s.path for s in bench.skipped],
         **{key: float(np.mean([r[key] for r in rows])) if rows else float("nan")
            for key in ("psnr", "ssim", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
@@ -81,8 +86,10 @@ def evaluate(cfg: Config, task: Task) -> dict:
 
 def main(argv=None) -> int:
     cfg, task = start_command(argv, __doc__, need_data=True)
-    if cfg.json and Path(cfg.json).exists() and not cfg.overwrite:
-        fail(f"{cfg.json} exists; pass --overwrite to replace it")
+    if cfg.json:
+        check_output_file(cfg.json, "json", cfg.overwrite)
+    if cfg.save_dir:
+        check_output_dir(cfg.save_dir, "save_dir")
     if not cfg.baseline:
         setup_device(cfg)
     try:
@@ -94,4 +101,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from src.config import Config, parse_cli
 from src.exported import SUFFIXES, PATCH, check_export, export_cell, export_metadata, \
     mindir_info
 from src.tasks import Task, get_task
-from src.utils import fail, setup_device, setup_logging
+from src.utils import check_output_file, fail, publish, run_command, setup_device, setup_logging, short_reason
 
 LOG = logging.getLogger("export")
 
@@ -75,7 +74,7 @@ def export_model(net, task: Task, file_format: str, batch: int, out: Path, meta:
             raise CheckpointError(f"MindSpore wrote no {tmp.name} (model too large for one file?)")
         if file_format == "ONNX":
             _add_onnx_metadata(tmp, meta)
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -94,23 +93,17 @@ def main(argv=None) -> int:
         task = get_task(cfg.task)
     except ValueError as err:
         fail(str(err))
-    file_format = str(cfg.file_format).upper()
-    if file_format not in SUFFIXES:
-        fail(f"--file_format must be MINDIR, ONNX or AIR, not {cfg.file_format}")
-    if file_format == "AIR" and str(cfg.device_target) != "Ascend":
+    file_format = cfg.file_format
+    if file_format == "AIR" and cfg.device_target != "Ascend":
         fail(f"AIR export needs an Ascend device (--device_target Ascend, not {cfg.device_target}); "
              f"here export MINDIR (Ascend 310: ascend310_infer/) or ONNX")
-    try:
-        batch = int(cfg.export_batch)
-    except (TypeError, ValueError):
-        fail(f"--export_batch must be an integer, not {cfg.export_batch}")
-    if batch < 0 or (batch == 0 and file_format != "MINDIR"):
-        fail(f"--export_batch must be >= 1 (0, any batch, is for MINDIR only), not {cfg.export_batch}")
+    batch = cfg.export_batch
+    if batch == 0 and file_format != "MINDIR":
+        fail(f"--export_batch 0 (any batch) is for MINDIR only; give a batch >= 1 for {file_format}")
     if not cfg.file_name:
         fail("give --file_name (the output file, suffix optional)")
     out = output_path(cfg.file_name, file_format)
-    if out.exists() and not cfg.overwrite:
-        fail(f"{out} exists; pass --overwrite to replace it")
+    check_output_file(out, "file_name", cfg.overwrite)
     if cfg.ckpt and Path(cfg.ckpt).suffix.lower() in (".mindir", ".onnx", ".air"):
         fail(f"--ckpt must be a .ckpt checkpoint; {cfg.ckpt} is already an export")
     setup_device(cfg)
@@ -126,7 +119,7 @@ def main(argv=None) -> int:
     try:
         seconds = export_model(net, task, file_format, batch, out, meta)
     except (CheckpointError, RuntimeError, ValueError, TypeError) as err:
-        fail(f"{file_format} export failed: {str(err).strip().splitlines()[0][:200]}")
+        fail(f"{file_format} export failed: {short_reason(err)}")
     size = out.stat().st_size
     if file_format == "MINDIR":
         try:
@@ -141,4 +134,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

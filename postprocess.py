@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -26,7 +25,7 @@ from src.config import Config, parse_cli
 from src.exported import MANIFEST, PATCH, TILES_FORMAT, run_bin_folder
 from src.metrics import psnr, quantize, ssim
 from src.tasks import get_task
-from src.utils import fail, report_result, setup_device, setup_logging
+from src.utils import fail, report_result, run_command, setup_device, setup_logging
 
 LOG = logging.getLogger("postprocess")
 
@@ -155,4 +154,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import List
 
@@ -23,8 +22,9 @@ from src.benchmarks import open_benchmark
 from src.checkpoint import CheckpointError
 from src.config import Config
 from src.exported import MANIFEST, PATCH, TILES_FORMAT, check_export, mindir_info
+from src.inference import tile_overlap
 from src.tasks import Task
-from src.utils import Progress, fail, start_command
+from src.utils import Progress, fail, run_command, start_command
 
 LOG = logging.getLogger("preprocess")
 
@@ -49,7 +49,7 @@ class TileRecorder:
 
 def tile_batch_of(cfg: Config, task: Task) -> int:
     """The tile batch: the exported file's own batch when --ckpt names a fixed-batch MindIR."""
-    batch = int(cfg.tile_batch)
+    batch = cfg.tile_batch
     if not cfg.ckpt or Path(cfg.ckpt).suffix.lower() != ".mindir":
         return batch
     info = mindir_info(Path(cfg.ckpt))
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     from src.inference import make_tiler, restore_array
     cfg = Config(cfg, tile_batch=batch)
-    bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=int(cfg.noise_seed))
+    bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=cfg.noise_seed)
     if len(bench) == 0:
         fail(f"no benchmark images found in {cfg.data_path} for {task.name}")
     recorder = TileRecorder(out_dir, task.scale)
@@ -96,9 +96,9 @@ def main(argv=None) -> int:
         progress.update(len(images))
     manifest = {
         "format": TILES_FORMAT, "task": task.name, "scale": task.scale,
-        "data_path": str(Path(cfg.data_path).resolve()), "noise_seed": int(cfg.noise_seed),
-        "tiling": cfg.tiling, "tile_batch": batch, "tile_overlap": cfg.tile_overlap,
-        "self_ensemble": bool(cfg.self_ensemble),
+        "data_path": str(Path(cfg.data_path).resolve()), "noise_seed": cfg.noise_seed,
+        "tiling": cfg.tiling, "tile_batch": batch, "tile_overlap": tile_overlap(cfg),
+        "self_ensemble": cfg.self_ensemble,
         "input_shape": [batch, 3, PATCH, PATCH], "output_shape": [batch, 3, PATCH * task.scale, PATCH * task.scale],
         "dtype": "float32", "model": str(cfg.ckpt or ""),
         "images": images, "skipped": [s.path for s in bench.skipped],
@@ -112,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -11,12 +11,10 @@ fresh run refuses a non-empty `out_dir` unless `--resume true` or `--overwrite t
 """
 from __future__ import annotations
 
-import sys
-
 from src.checkpoint import CheckpointError
 from src.config import parse_cli
 from src.trainer import TrainError, fit
-from src.utils import fail, setup_logging
+from src.utils import fail, run_command, setup_logging
 
 
 def main(argv=None) -> int:
@@ -30,4 +28,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

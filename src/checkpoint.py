@@ -19,6 +19,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.config import Config
+from src.utils import publish, short_reason
 
 LOG = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def save_checkpoint(params: Dict[str, np.ndarray] | nn.Cell, path: str | Path, c
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.ckpt")  # MindSpore insists on .ckpt
     try:
         ms.save_checkpoint(items, str(tmp), append_dict=append)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -78,7 +79,7 @@ def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
         data = ms.load_checkpoint(str(path))
     except Exception as err:  # MindSpore raises several types for a foreign file
         raise CheckpointError(f"{path} is not a readable MindSpore checkpoint "
-                              f"({str(err).strip().splitlines()[0][:120]})") from None
+                              f"({short_reason(err)})") from None
     # Metadata: strings, and numbers saved through append_dict (scalar entries without a dot).
     meta = {k: data.pop(k) for k in list(data) if not isinstance(data[k], ms.Parameter)}
     meta.update({k: data.pop(k).asnumpy().item() for k in list(data)

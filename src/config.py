@@ -4,7 +4,8 @@
 with another file (a bare name such as `ipt_tiny` means `configs/ipt_tiny.yaml`); a file may start
 from another with `_base: OTHER.yaml`, so variants only list what differs. `--key value` then
 overrides single keys; values are parsed as yaml (`--tasks [sr_x2,derain]`, `--overwrite true`).
-Unknown keys are an error, so a typo never silently does nothing.
+Unknown keys are an error, so a typo never silently does nothing, and every value is checked
+against its declaration in src/config_schema.py before anything else happens.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
+
+from src.config_schema import OptionError, check_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "default_config.yaml"
@@ -75,6 +78,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
         if key not in cfg:
             raise ConfigError(f"unknown option '{key}' (see default_config.yaml for the keys)")
         cfg[key] = value
+    try:
+        check_config(cfg)
+    except OptionError as err:
+        raise ConfigError(str(err)) from None
     cfg["config_path"] = str(path) if path else None
     cfg["overridden"] = sorted(overrides or {})
     return cfg
@@ -114,5 +121,5 @@ def parse_cli(argv: Optional[Iterable[str]] = None, description: str = "") -> Co
     try:
         return load_config(known.config, overrides)
     except ConfigError as err:
-        parser.error(str(err))
-        raise  # unreachable: parser.error exits
+        from src.utils import fail
+        fail(str(err))

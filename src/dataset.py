@@ -344,8 +344,8 @@ def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size
     root = resolve_data_path(cfg.train_path)
     if not root.is_dir():
         raise NotADirectoryError(f"train_path not found: {cfg.train_path}")
-    patch = int(cfg.get("patch_size", PATCH_SIZE))
-    mode = str(cfg.train_mode)
+    patch = cfg.patch_size
+    mode = cfg.train_mode
     if mode == "pretrain":
         active = None
         source = SyntheticPairs(load_image_folder(root, min_size=patch), patch)
@@ -358,7 +358,7 @@ def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size
             source = SyntheticPairs(load_image_folder(root, min_size=patch), patch)
     else:
         raise ValueError(f"train_mode must be pretrain or finetune, not {mode!r}")
-    return TrainBatches(source, tasks, int(cfg.batch_size), int(cfg.steps), int(cfg.seed),
+    return TrainBatches(source, tasks, cfg.batch_size, cfg.steps, cfg.seed,
                         active=active, rank=rank, world_size=world_size, start_step=start_step,
                         patch_size=patch)
 
@@ -377,7 +377,7 @@ def create_train_dataset(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_si
 
     if source is None:
         source = build_train_source(cfg, tasks, rank, world_size, start_step)
-    workers = max(int(cfg.workers), 1)
+    workers = cfg.workers
     return ds.GeneratorDataset(source, column_names=COLUMNS, shuffle=False,
                                num_parallel_workers=workers,
                                python_multiprocessing=bool(processes))

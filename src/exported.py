@@ -18,6 +18,7 @@ import numpy as np
 from src.checkpoint import CheckpointError
 from src.config import Config
 from src.tasks import Task, get_task
+from src.utils import short_reason
 
 LOG = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def mindir_info(path: Path) -> ExportInfo:
     try:
         proto = read_mindir_proto(path)
     except Exception as err:  # protobuf raises DecodeError and friends for a foreign file
-        raise CheckpointError(f"{path} is not a readable MindIR file ({str(err).strip()[:100]})") from None
+        raise CheckpointError(f"{path} is not a readable MindIR file ({short_reason(err)})") from None
     graph = proto.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise CheckpointError(f"{path} has {len(graph.input)} inputs and {len(graph.output)} outputs; "
@@ -170,7 +171,7 @@ def _mindir_fn(path: Path) -> Runner:
     try:
         cell = nn.GraphCell(ms.load(str(path)))
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: MindSpore cannot load it ({str(err).strip().splitlines()[0][:120]})") \
+        raise CheckpointError(f"{path}: MindSpore cannot load it ({short_reason(err)})") \
             from None
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -186,7 +187,7 @@ def _onnx_session(path: Path):
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise CheckpointError(f"{path} is not a loadable ONNX model ({str(err).strip().splitlines()[0][:120]})") \
+        raise CheckpointError(f"{path} is not a loadable ONNX model ({short_reason(err)})") \
             from None
 
 

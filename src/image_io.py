@@ -8,16 +8,88 @@ caller wants to score them on their own channel, as the SR papers' MATLAB script
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import List, Union
+from typing import List, NamedTuple, Optional, Union
 
-import cv2
-import numpy as np
+# OpenCV refuses to decode more than this many pixels (its default is 2^30); the commands check
+# sizes from the file header first (image_header), this is the backstop. Set before cv2 loads.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from src.utils import publish  # noqa: E402
 
 PathLike = Union[str, os.PathLike]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+class ImageHeader(NamedTuple):
+    """What a file's header says, before any decoding: size, and gray or not where it tells."""
+
+    width: int
+    height: int
+    gray: Optional[bool]   # None: the header does not say (decode to find out)
+
+
+def _png_header(head: bytes) -> Optional[ImageHeader]:
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return ImageHeader(width, height, head[25] in (0, 4))  # colour type 0 gray, 4 gray + alpha
+
+
+def _jpeg_header(fh) -> Optional[ImageHeader]:
+    fh.seek(2)
+    while True:
+        marker = fh.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+            continue
+        length = struct.unpack(">H", fh.read(2) or b"\0\0")[0]
+        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+            seg = fh.read(6)
+            if len(seg) < 6:
+                return None
+            height, width = struct.unpack(">HH", seg[1:5])
+            return ImageHeader(width, height, seg[5] == 1)
+        fh.seek(length - 2, 1)
+
+
+def image_header(path: PathLike) -> Optional[ImageHeader]:
+    """Width, height (and gray) from the header of a PNG, JPEG, BMP or WebP file; None if unknown.
+
+    Reads a few bytes only, so a 30000x30000 image is sized without allocating its pixels.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                return _png_header(head)
+            if head[:2] == b"\xff\xd8":
+                return _jpeg_header(fh)
+            if head[:2] == b"BM" and len(head) >= 26:
+                width, height = struct.unpack("<ii", head[18:26])
+                return ImageHeader(abs(width), abs(height), None)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                kind = head[12:16]
+                if kind == b"VP8X":
+                    width = 1 + int.from_bytes(head[24:27], "little")
+                    height = 1 + int.from_bytes(head[27:30], "little")
+                    return ImageHeader(width, height, None)
+                if kind == b"VP8L":
+                    bits = int.from_bytes(head[21:25], "little")
+                    return ImageHeader((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, None)
+                if kind == b"VP8 ":
+                    width, height = struct.unpack("<HH", head[26:30])
+                    return ImageHeader(width & 0x3FFF, height & 0x3FFF, None)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 class ImageReadError(ValueError):
@@ -83,7 +155,10 @@ def read_image(path: PathLike, keep_gray: bool = False) -> np.ndarray:
         raise ImageReadError(path, "file not found") from None
     except OSError as exc:
         raise ImageReadError(path, exc.strerror or type(exc).__name__) from None
-    return decode_image(data, path, keep_gray=keep_gray)
+    img = decode_image(data, path, keep_gray=keep_gray)
+    if keep_gray and img.ndim == 3 and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 4:
+        img = np.ascontiguousarray(img[:, :, 0])  # gray + alpha PNG: OpenCV expands it to colour
+    return img
 
 
 def is_gray(img: np.ndarray) -> bool:
@@ -160,7 +235,7 @@ def write_image(path: PathLike, img: np.ndarray, overwrite: bool = False) -> Pat
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(encoded.tobytes())
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

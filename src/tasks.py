@@ -15,6 +15,11 @@ class Task:
     sigma: float = 0.0  # Gaussian noise level on the 0-255 scale (denoise only)
 
     @property
+    def benchmark(self) -> str:
+        """The standard test set this task is scored on by default (a folder of ../shared/datasets)."""
+        return {"sr": "CSet5", "denoise": "CBSD68", "derain": "Rain100L"}[self.kind]
+
+    @property
     def crop_border(self) -> int:
         """Pixels cut from each border before scoring (IPT protocol: the scale for SR, else 0)."""
         return self.scale if self.kind == "sr" else 0

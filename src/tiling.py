@@ -330,12 +330,15 @@ class _SumSink:
 
 class _BandSink:
     """Fast mode: weighted sums in a float64 band of T output rows that slides down as
-    tile rows arrive (jobs come row-major); finished rows are normalised into the float32
-    output.  float64 accumulation makes agreeing tiles reproduce their value exactly."""
+    tile rows arrive (jobs come row-major); finished rows are normalised to float32 and handed
+    to `emit(row, rows)`, which may keep them (the float32 canvas) or convert them on the fly
+    (restore_uint8: no full-size float copy).  float64 accumulation makes agreeing tiles
+    reproduce their value exactly."""
 
-    def __init__(self, out: np.ndarray, ny: np.ndarray, nx: np.ndarray, T: int):
-        self.out, self.ny, self.nx = out, ny, nx
-        self.acc = np.zeros((3, T, out.shape[2]), np.float64)
+    def __init__(self, emit: Callable[[int, np.ndarray], None], height: int, width: int,
+                 ny: np.ndarray, nx: np.ndarray, T: int):
+        self.emit, self.height, self.ny, self.nx = emit, height, ny, nx
+        self.acc = np.zeros((3, T, width), np.float64)
         self.r0 = 0
 
     def _advance(self, r: int) -> None:
@@ -344,8 +347,8 @@ class _BandSink:
             return
         T = self.acc.shape[1]
         k = min(d, T)
-        self.out[:, self.r0:self.r0 + k] = (
-            self.acc[:, :k] / (self.ny[self.r0:self.r0 + k, None] * self.nx[None, :]))
+        rows = self.acc[:, :k] / (self.ny[self.r0:self.r0 + k, None] * self.nx[None, :])
+        self.emit(self.r0, rows.astype(np.float32))
         self.acc[:, :T - k] = self.acc[:, k:].copy()
         self.acc[:, T - k:] = 0
         self.r0 = r
@@ -357,7 +360,7 @@ class _BandSink:
             self.acc[:, oy0 - self.r0:oy1 - self.r0, ox0:ox1] += tile[:, ty0:ty1, tx0:tx1] * w2
 
     def finish(self) -> None:
-        self._advance(self.out.shape[1])
+        self._advance(self.height)
 
 
 # ----------------------------------------------------------------------------- tiler
@@ -407,17 +410,36 @@ class Tiler:
         acc /= 8
         return acc.astype(np.float32)
 
-    def _run(self, img: np.ndarray) -> np.ndarray:
+    def stream(self, img_chw: np.ndarray, emit: Callable[[int, np.ndarray], None]) -> None:
+        """Fast mode without self-ensemble: hand the output to `emit(row, rows)` band by band,
+        rows (3, k, W*s) float32 from output row `row` on, top to bottom, cropped to the image;
+        the whole output is never held in float. Same values as `__call__`."""
+        if self.mode != "fast" or self.self_ensemble:
+            raise ValueError("stream needs fast tiling without self-ensemble")
+        img = np.ascontiguousarray(img_chw, dtype=np.float32)
+        self.stats = TileStats()
+        self._done, self._total = 0, self.count(*img.shape[1:])
+        h, w, s = img.shape[1], img.shape[2], self.scale
+
+        def cropped(row: int, rows: np.ndarray) -> None:
+            if row < h * s:
+                emit(row, rows[:, :h * s - row, :w * s])
+        self._run(img, cropped)
+
+    def _run(self, img: np.ndarray, emit: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
         s, T = self.scale, PATCH * self.scale
         _, h, w = img.shape
         src = _pad_to_patch(img)
         hp, wp = src.shape[1:]
-        out = np.zeros((3, hp * s, wp * s), np.float32)
+        out = np.zeros((3, hp * s, wp * s), np.float32) if emit is None else None
         if self.mode == "exact":
             jobs, sink = _exact_jobs(hp, wp, s), _SumSink(out)
         else:
             jobs, ny, nx = _fast_plan(hp, wp, s, self.overlap, self.blend)
-            sink = _BandSink(out, ny, nx, T)
+
+            def keep(row: int, rows: np.ndarray) -> None:
+                out[:, row:row + rows.shape[1]] = rows
+            sink = _BandSink(emit or keep, hp * s, wp * s, ny, nx, T)
         batch: List[tuple] = []
         for job in jobs:
             batch.append(job)
@@ -427,6 +449,8 @@ class Tiler:
         if batch:
             self._flush(src, batch, sink)
         sink.finish()
+        if out is None:
+            return None
         return out[:, :h * s, :w * s] if (hp, wp) != (h, w) else out
 
     def _flush(self, src: np.ndarray, batch: List[tuple], sink) -> None:

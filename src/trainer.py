@@ -37,7 +37,6 @@ from src.checkpoint import (CheckpointError, MODEL_KEYS, OPTIMIZER_PREFIX, check
 from src.config import Config
 from src.ipt import IPT
 from src.losses import IPTLoss
-from src.tasks import get_tasks
 from src.utils import fmt_seconds, setup_device
 
 LOG = logging.getLogger(__name__)
@@ -60,12 +59,12 @@ def lr_at(step: int, cfg) -> float:
     cosine: lr_max annealed to lr_min over `steps` (the paper's pre-training, 5e-5 -> 2e-5);
     constant: lr_min throughout (the paper's fine-tuning at 2e-5).
     """
-    schedule = str(cfg.lr_schedule)
+    schedule = cfg.lr_schedule
     if schedule == "constant":
-        return float(cfg.lr_min)
+        return cfg.lr_min
     if schedule == "cosine":
-        frac = min(max(step, 0), int(cfg.steps)) / max(int(cfg.steps), 1)
-        return float(cfg.lr_min) + 0.5 * (float(cfg.lr_max) - float(cfg.lr_min)) * (1.0 + math.cos(math.pi * frac))
+        frac = min(max(step, 0), cfg.steps) / max(cfg.steps, 1)
+        return cfg.lr_min + 0.5 * (cfg.lr_max - cfg.lr_min) * (1.0 + math.cos(math.pi * frac))
     raise TrainError(f"lr_schedule must be cosine or constant, not {schedule!r}")
 
 
@@ -257,11 +256,11 @@ def init_parallel(cfg) -> Tuple[int, int]:
         setup_device(cfg)
         return 0, 1
     from mindspore.communication import get_group_size, get_rank, init
-    if str(cfg.device_target) != "CPU":
+    if cfg.device_target != "CPU":
         # Rank-table launch: DEVICE_ID per process; msrun: None lets MindSpore pick the local device.
         device = os.environ.get("DEVICE_ID")
-        ms.set_context(mode=ms.GRAPH_MODE if str(cfg.mode).upper() == "GRAPH" else ms.PYNATIVE_MODE)
-        ms.set_device(str(cfg.device_target), int(device) if device is not None else None)
+        ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == "GRAPH" else ms.PYNATIVE_MODE)
+        ms.set_device(cfg.device_target, int(device) if device is not None else None)
     else:
         setup_device(cfg)
     init()
@@ -328,12 +327,12 @@ class Trainer:
         self.cfg = cfg
         self.model = model
         self.rank, self.world_size = rank, world_size
-        self.loss_scale = float(cfg.loss_scale)
-        self.grad_clip = float(cfg.grad_clip)
-        self.loss = IPTLoss(float(cfg.contrastive_weight), float(cfg.contrastive_temperature))
+        self.loss_scale = cfg.loss_scale
+        self.grad_clip = cfg.grad_clip
+        self.loss = IPTLoss(cfg.contrastive_weight, cfg.contrastive_temperature)
         self.row_masked = model.num_queries > 1 and any(p.name == QUERY_NAME for p in model.get_parameters())
-        self.optimizer = SubsetAdam(model.trainable_params(), cfg.betas, float(cfg.eps),
-                                    float(cfg.weight_decay), (QUERY_NAME,) if self.row_masked else ())
+        self.optimizer = SubsetAdam(model.trainable_params(), cfg.betas, cfg.eps,
+                                    cfg.weight_decay, (QUERY_NAME,) if self.row_masked else ())
         self._steps: Dict[int, TaskStep] = {}
         self.compile_seconds: Dict[str, float] = {}  # task -> duration of its first (compiling) call
 
@@ -415,11 +414,11 @@ def weights_digest(model: nn.Cell) -> str:
 
 def model_config(cfg) -> Config:
     """The config the model is built from: all `tasks` for pretrain, `[task]` for finetune."""
-    mode = str(cfg.train_mode)
+    mode = cfg.train_mode
     if mode == "pretrain":
         return Config(cfg)
     if mode == "finetune":
-        return Config(cfg, tasks=[str(cfg.task)], num_queries=None)
+        return Config(cfg, tasks=[cfg.task], num_queries=None)
     raise TrainError(f"train_mode must be pretrain or finetune, not {mode!r}")
 
 
@@ -481,6 +480,12 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
     out_dir = Path(cfg.out_dir)
     ckpts = list_checkpoints(out_dir)
     if cfg.resume:
+        stale = sorted(out_dir.glob(".ipt_step*.tmp*")) if rank == 0 and out_dir.is_dir() else []
+        for path in stale:  # a save killed mid-write; the checkpoint it was writing is not listed
+            path.unlink()
+        if stale:
+            LOG.warning("resume: removed %d unfinished checkpoint file(s) of a killed save: %s", len(stale),
+                        ", ".join(p.name for p in stale))
         if ckpts:
             return ckpts[-1][1]
         LOG.warning("resume: no checkpoint in %s, starting from step 0", out_dir)
@@ -498,19 +503,20 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
 
 
 def _check_cfg(cfg) -> None:
-    """One-line errors for options that would otherwise fail deep inside the run."""
-    try:
-        get_tasks(cfg.tasks if cfg.train_mode != "finetune" else [cfg.task])
-    except ValueError as err:
-        raise TrainError(str(err)) from None
-    if str(cfg.train_mode) not in ("pretrain", "finetune"):
-        raise TrainError(f"train_mode must be pretrain or finetune, not {cfg.train_mode!r}")
-    lr_at(0, cfg)  # checks lr_schedule
-    if int(cfg.steps) < 1:
-        raise TrainError(f"steps must be >= 1, got {cfg.steps}")
-    if float(cfg.loss_scale) <= 0:
-        raise TrainError(f"loss_scale must be > 0, got {cfg.loss_scale}")
-    if str(cfg.device_target) == "CPU" and float(cfg.loss_scale) != 1.0:
+    """What can be checked before anything is created (each value itself was checked by
+    src/config_schema.py): the training images, the --pretrained file, a writable out_dir."""
+    from src.dataset import resolve_data_path
+    from src.image_io import IMAGE_EXTENSIONS
+    from src.utils import check_output_dir
+    root = resolve_data_path(cfg.train_path)
+    if not root.is_dir():
+        raise TrainError(f"train_path not found: {cfg.train_path}")
+    if next((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), None) is None:
+        raise TrainError(f"train_path {cfg.train_path} holds no images ({'/'.join(sorted(IMAGE_EXTENSIONS))})")
+    if cfg.pretrained and not Path(cfg.pretrained).is_file() and not cfg.resume:
+        raise TrainError(f"pretrained checkpoint not found: {cfg.pretrained}")
+    check_output_dir(cfg.out_dir, "out_dir")
+    if cfg.device_target == "CPU" and cfg.loss_scale != 1.0:
         LOG.warning("loss_scale %s on CPU: the model runs in float32 there, scaling only costs time",
                     cfg.loss_scale)
 
@@ -551,16 +557,16 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int]:
     """Model, trainer and first step: fresh, from --pretrained, or resumed from out_dir."""
     mcfg = model_config(cfg)
     resume_from = prepare_out_dir(cfg, rank)
-    ms.set_seed(int(cfg.seed))
+    ms.set_seed(cfg.seed)
     model = IPT(mcfg)
     trainer = Trainer(mcfg, model, rank, world)
     if resume_from is not None:
         meta = load_checkpoint(model, resume_from, mcfg)
         saved_seed = _meta_number(meta, "seed")
-        if saved_seed != int(cfg.seed):
+        if saved_seed != cfg.seed:
             raise TrainError(f"{resume_from} was trained with seed {saved_seed}, the config has seed "
                              f"{cfg.seed}: resume with --seed {saved_seed}")
-        if meta.get("train_mode") and str(meta["train_mode"]) != str(cfg.train_mode):
+        if meta.get("train_mode") and str(meta["train_mode"]) != cfg.train_mode:
             raise TrainError(f"{resume_from} is a {meta['train_mode']} run, the config says {cfg.train_mode}")
         trainer.optimizer.load_state(meta["optimizer"], str(resume_from))
         start = _meta_number(meta, "step")
@@ -573,7 +579,7 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int]:
             load_checkpoint(model, cfg.pretrained, mcfg)
     elif cfg.train_mode == "finetune":
         LOG.warning("fine-tuning from random weights (no --pretrained checkpoint given)")
-    if cfg.train_mode == "finetune" and str(cfg.lr_schedule) != "constant":
+    if cfg.train_mode == "finetune" and cfg.lr_schedule != "constant":
         LOG.info("lr_schedule %s; the paper fine-tunes with a constant 2e-5 (--lr_schedule constant)",
                  cfg.lr_schedule)
     return mcfg, model, trainer, 0
@@ -600,8 +606,8 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
            run_log: RunLog) -> dict:
     from src.dataset import create_train_dataset
 
-    steps = int(cfg.steps)
-    end = steps if not int(cfg.stop_after) else min(steps, start + int(cfg.stop_after))
+    steps = cfg.steps
+    end = steps if not cfg.stop_after else min(steps, start + cfg.stop_after)
     if start >= steps:
         LOG.info("nothing to do: the run already reached step %d of %d", start, steps)
         return {"step": start, "digest": weights_digest(model), "rank": rank, "losses": []}
@@ -611,10 +617,10 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
         raise TrainError(f"training data: {err}") from None
     LOG.info("%s: %s, tasks %s, %d params, global batch %d on %d rank(s), steps %d..%d of %d, out_dir %s",
              cfg.train_mode, cfg.config_path, ",".join(model.task_names), model.num_parameters(),
-             int(cfg.batch_size), world, start, end, steps, cfg.out_dir)
+             cfg.batch_size, world, start, end, steps, cfg.out_dir)
 
     out_dir = Path(cfg.out_dir)
-    log_every, save_every = max(int(cfg.log_every), 1), int(cfg.save_every)
+    log_every, save_every = max(cfg.log_every, 1), cfg.save_every
     losses: List[Tuple[int, str, float, float, float]] = []
     window_start, window_steps = time.perf_counter(), 0
     step = start
@@ -636,7 +642,7 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
         run_log.attach(out_dir)  # every rank has passed its out_dir check once a step is done
         if step % log_every == 0 or step == end:
             now = time.perf_counter()
-            rate = window_steps * int(cfg.batch_size) / max(now - window_start, 1e-9)
+            rate = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
             eta = (end - step) * (now - window_start) / max(window_steps, 1)
             LOG.info("step %d/%d task %s loss %.4f (l1 %.4f contrastive %.4f) lr %.3g %.1f samples/s ETA %s",
                      step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta))
@@ -644,7 +650,7 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
         if rank == 0 and ((save_every > 0 and step % save_every == 0) or step == end):
             path = save_checkpoint(model, out_dir / f"ipt_step{step:08d}.ckpt", mcfg,
                                    extra=trainer.checkpoint_extra(step, lr_value))
-            _prune(out_dir, int(cfg.keep_last))
+            _prune(out_dir, cfg.keep_last)
             LOG.info("saved %s", path)
     digest = weights_digest(model)
     RANK_LOG.info("rank %d finished at step %d, weights digest %s", rank, step, digest)

@@ -5,24 +5,111 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import NoReturn, Optional
 
 LOG = logging.getLogger("ipt")
+DATASETS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # ../shared/datasets of the repo
+
+
+def publish(tmp, path) -> None:
+    """Move a finished temporary file into place with the mode a new file gets (0644 at umask 022).
+
+    mkstemp creates 0600 files and MindSpore writes checkpoints and exports 0400; os.replace keeps
+    the temporary file's mode, so every writer ends through here.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def write_text_atomic(path, text: str) -> None:
     """Write a text file (results, reports) so that a crash mid-write leaves the previous version."""
-    from pathlib import Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    publish(tmp, path)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(folder: Path) -> Optional[str]:
+    """None if a file can be created in `folder` (tried for real: root ignores mode bits, not
+    read-only file systems), else why not."""
+    import tempfile
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ipt_write_check.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+        return None
+    except OSError as err:
+        return err.strerror or type(err).__name__
+
+
+def check_output_dir(path, option: str) -> None:
+    """Fail in one line, before any work, unless `path` is (or can be made as) a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"--{option} {path} is a file, not a folder")
+    base = _existing_ancestor(path)
+    if not base.is_dir():
+        fail(f"--{option} {path}: {base} is a file, so the folder cannot be made")
+    why = _probe_writable(base)
+    if why:
+        fail(f"--{option} {path}: cannot write in {base} ({why})")
+
+
+def check_output_file(path, option: str, overwrite: bool) -> None:
+    """Fail in one line, before any work, unless the file `path` can be written (and may be)."""
+    path = Path(path)
+    if path.is_dir():
+        fail(f"--{option} {path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        fail(f"{path} exists; pass --overwrite to replace it")
+    check_output_dir(path.parent, option)
+
+
+def _interrupted(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def run_command(main) -> NoReturn:
+    """`sys.exit(main())` for the commands: Ctrl-C ends with one 'interrupted' line and exit 130.
+
+    MindSpore's graph runs install a SIGINT handler that turns Ctrl-C into SIGTERM to the process
+    itself (ccsrc/utils/signal_util.cc, re-registered on every run), so SIGTERM is handled as an
+    interrupt too; it is acted on when the running graph call returns.
+    """
+    import signal
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
 
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def short_reason(err, limit: int = 300) -> str:
+    """The first line of an exception's text, cut at a word boundary (library errors run long)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0].strip() if lines else type(err).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[:cut if cut > limit // 2 else limit].rstrip(" ,;:") + " ..."
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -34,7 +121,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def start_command(argv, description: str, need_data: bool = False):
     """Common start of the inference commands: parse the CLI, set up logging, check the task
     and the enumerated options; returns (cfg, task). Errors are one line."""
-    from pathlib import Path
     from src.config import parse_cli
     from src.tasks import get_task
     cfg = parse_cli(argv, description=description)
@@ -43,32 +129,28 @@ def start_command(argv, description: str, need_data: bool = False):
         task = get_task(cfg.task)
     except ValueError as err:
         fail(str(err))
-    for key, allowed in (("metric", ("y", "rgb")), ("tiling", ("fast", "exact"))):
-        if cfg[key] not in allowed:
-            fail(f"--{key} must be {' or '.join(allowed)}, not {cfg[key]}")
-    if need_data and not Path(cfg.data_path).is_dir():
-        fail(f"data_path not found: {cfg.data_path}")
+    if need_data:
+        if cfg.data_path is None:
+            cfg.data_path = str(DATASETS_ROOT / task.benchmark)
+            LOG.debug("no --data_path: scoring %s on %s", task.name, cfg.data_path)
+        if not Path(cfg.data_path).is_dir():
+            fail(f"data_path not found: {cfg.data_path}")
     return cfg, task
 
 
 def setup_device(cfg) -> None:
     """Set execution mode, device and CPU threads from the config, once per process."""
     import mindspore as ms
-    mode = {"GRAPH": ms.GRAPH_MODE, "PYNATIVE": ms.PYNATIVE_MODE}.get(str(cfg.mode).upper())
-    if mode is None:
-        fail(f"mode must be GRAPH or PYNATIVE, not {cfg.mode}")
-    target = str(cfg.device_target)
-    if target not in ("CPU", "GPU", "Ascend"):
-        fail(f"device_target must be CPU, GPU or Ascend, not {target}")
-    ms.set_context(mode=mode)
+    target = cfg.device_target
+    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == "GRAPH" else ms.PYNATIVE_MODE)
     try:
-        ms.set_device(target, int(cfg.device_id) if target != "CPU" else None)
+        ms.set_device(target, cfg.device_id if target != "CPU" else None)
     except (RuntimeError, ValueError) as err:
-        fail(f"cannot use device {target}: {str(err).strip().splitlines()[0]}")
+        fail(f"cannot use device {target}: {short_reason(err)}")
     if target == "CPU":
         from src.cpu_isa import cap_onednn_isa
         cap_onednn_isa(target)  # before the first CPU kernel: oneDNN reads it once
-        threads = int(cfg.threads) or (os.cpu_count() or 1)
+        threads = cfg.threads or (os.cpu_count() or 1)
         try:
             ms.device_context.cpu.op_tuning.threads_num(threads)
         except RuntimeError:  # already set in this process
@@ -106,16 +188,13 @@ def peak_rss_mb() -> Optional[float]:
 
 
 def write_json(path, obj) -> None:
-    """Write a result file (parent folders created)."""
+    """Write a result file atomically (parent folders created)."""
     import json
-    from pathlib import Path
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1))
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def report_result(result: dict, json_path) -> None:
     """The closing lines of eval-like commands: the JSON file, then a one-line summary on stdout."""
-    from pathlib import Path
     if json_path:
         write_json(json_path, result)
     print(f"{result['task']} {Path(result['data_path']).name} PSNR {result['psnr']:.2f} SSIM {result['ssim']:.4f}")
