@@ -19,7 +19,6 @@ from typing import List, Tuple
 
 import numpy as np
 
-from src.checkpoint import CheckpointError
 from src.image_io import IMAGE_EXTENSIONS, ImageReadError, image_header, read_image, write_image
 from src.inference import check_image_budget, make_runner, make_tiler, restore_uint8
 from src.utils import Progress, check_output_dir, fail, fmt_seconds, run_command, setup_device, start_command
@@ -85,6 +84,7 @@ def main(argv=None) -> int:
         LOG.warning("skipped %d file(s) that are not images (%s): %s", len(not_images),
                     "/".join(sorted(IMAGE_EXTENSIONS)), ", ".join(str(p) for p in not_images[:10])
                     + (" ..." if len(not_images) > 10 else ""))
+    from src.checkpoint import CheckpointError  # MindSpore loads here, after every start-up check
     setup_device(cfg)
     try:
         runner = make_runner(cfg, task, Path(cfg.ckpt) if cfg.ckpt else None)

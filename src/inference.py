@@ -1,6 +1,7 @@
 """Whole-image inference shared by eval.py, restore.py and the 310 pre/post-processing.
 
-A *runner* maps a fixed-size numpy batch of 48x48 tiles to the network's outputs. It comes from a
+MindSpore is imported only when a model is loaded, so the commands' start-up checks (image sizes,
+output paths) run before it. A *runner* maps a fixed-size numpy batch of 48x48 tiles to the network's outputs. It comes from a
 checkpoint (an IPT task graph, compiled once and reused for every image), a MindIR file or an
 ONNX file; `restore_array` tiles any image through it.
 """
@@ -13,8 +14,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from src.checkpoint import CheckpointError, check_options, checkpoint_tasks, load_params_strict, \
-    read_checkpoint
 from src.config import REPO_ROOT, Config
 from src.image_io import from_rgb3, to_rgb3
 from src.metrics import quantize
@@ -38,6 +37,7 @@ def default_checkpoint(task: Task) -> Optional[Path]:
 
 def resolve_checkpoint(cfg: Config, task: Task) -> Path:
     """--ckpt, or the shipped weights for the task; a one-line error if there are none."""
+    from src.checkpoint import CheckpointError
     if cfg.ckpt:
         path = Path(cfg.ckpt)
         if not path.is_file():
@@ -52,6 +52,8 @@ def resolve_checkpoint(cfg: Config, task: Task) -> Path:
 
 def load_task_model(cfg: Config, task: Task, path: Path):
     """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell."""
+    from src.checkpoint import CheckpointError, check_options, checkpoint_tasks, load_params_strict, \
+        read_checkpoint
     from src.ipt import IPT
     params, meta = read_checkpoint(path)
     tasks = checkpoint_tasks(meta) or list(cfg.tasks)
