@@ -42,9 +42,10 @@ def collect_inputs(spec: str) -> Tuple[List[Tuple[Path, Path]], List[Path]]:
     return [(p, Path(p.name)) for p in images], [p for p in matches if p.suffix.lower() not in IMAGE_EXTENSIONS]
 
 
-def plan_outputs(cfg, task, inputs: List[Tuple[Path, Path]]) -> List[Tuple[Path, Path]]:
+def plan_outputs(cfg, task, inputs: List[Tuple[Path, Path]]) -> List[Tuple[Path, Path, bool]]:
     """Every output path, checked before any work: no two inputs on one output, no input
-    overwritten, nothing replaced without --overwrite, no image too large to restore."""
+    overwritten, nothing replaced without --overwrite, no image too large to restore.
+    Returns (input, output, sized): sized is False where only decoding tells the size (TIFF)."""
     out_dir = Path(cfg.output)
     jobs, taken, sources = [], {}, {src.resolve() for src, _ in inputs}
     for src, rel in inputs:
@@ -65,7 +66,7 @@ def plan_outputs(cfg, task, inputs: List[Tuple[Path, Path]]) -> List[Tuple[Path,
             except ValueError as err:
                 fail(str(err))
         taken[key] = src
-        jobs.append((src, dst))
+        jobs.append((src, dst, header is not None))
     return jobs
 
 
@@ -93,10 +94,10 @@ def main(argv=None) -> int:
     tiler = make_tiler(cfg, task, runner)
     progress = Progress(len(jobs), "restore", logger=LOG)
     failed = []
-    for done, (src, dst) in enumerate(jobs, 1):
+    for done, (src, dst, sized) in enumerate(jobs, 1):
         try:
             img = read_image(src, keep_gray=True)
-            if image_header(src) is None:  # a format sized only by decoding (TIFF): same guard now
+            if not sized:  # a format sized only by decoding (TIFF): the same guard, now
                 check_image_budget(str(src), img.shape[1], img.shape[0], task, cfg)
         except (ImageReadError, ValueError) as err:
             LOG.error("%s", err)

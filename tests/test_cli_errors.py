@@ -221,3 +221,13 @@ def test_resume_cleans_the_temp_file_of_a_killed_save(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not stale.exists() and "removed 1 unfinished checkpoint file" in proc.stderr
     assert (out / "ipt_step00000002.ckpt").is_file()
+
+
+def test_a_tiff_is_sized_after_decoding_and_skipped_when_too_large(tmp_path, tiny_ckpt):
+    tif = tmp_path / "scan.tif"
+    cv2.imwrite(str(tif), cv2.imread(str(BIRD))[:100, :100])
+    proc = run_cli("restore.py", "--config", "ipt_tiny", "--task", "sr_x2", "--ckpt", tiny_ckpt, "--input", tif,
+                   "--output", tmp_path / "out", "--max_megapixels", 0.005)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "scan.tif is 100x100" in proc.stderr and "--max_megapixels" in proc.stderr
+    assert not (tmp_path / "out" / "scan.png").exists()
