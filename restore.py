@@ -19,7 +19,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from src.image_io import IMAGE_EXTENSIONS, ImageReadError, image_header, read_image, write_image
+from src.image_io import IMAGE_EXTENSIONS, ImageReadError, image_header, list_images, read_image, write_image
 from src.inference import check_image_budget, make_runner, make_tiler, restore_uint8
 from src.utils import Progress, check_output_dir, fail, fmt_seconds, run_command, setup_device, start_command
 
@@ -33,10 +33,9 @@ def collect_inputs(spec: str) -> Tuple[List[Tuple[Path, Path]], List[Path]]:
     if path.is_file():
         return [(path, Path(path.name))], []
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")),
-                       key=lambda p: p.relative_to(path).as_posix())
-        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        return [(p, p.relative_to(path)) for p in images], [p for p in files if p not in set(images)]
+        others = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() not in IMAGE_EXTENSIONS)
+        return [(p, p.relative_to(path)) for p in list_images(path, recursive=True)], others
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
     images = [p for p in matches if p.suffix.lower() in IMAGE_EXTENSIONS]
     return [(p, Path(p.name)) for p in images], [p for p in matches if p.suffix.lower() not in IMAGE_EXTENSIONS]
