@@ -80,6 +80,11 @@ SCHEMA = {
     # ---- data
     "data_path": Option("str", "eval: benchmark folder; null = the task's standard benchmark", nullable=True),
     "train_path": Option("str", "training: folder tree of clean images"),
+    "data_source": Option("str", "training images: auto | ram | stream", choices=("auto", "ram", "stream")),
+    "ram_limit_mb": _pos("int", "data_source auto: largest decoded corpus kept in RAM"),
+    "data_index": Option("str", "cached image index of train_path; null = per-machine cache", nullable=True),
+    "crops_per_image": Option("int", "samples sharing one decoded image; 0 = auto", low=0, high=1024),
+    "rain_streaks": Option("str", "derain: folder of real rain streak maps; null = synthetic", nullable=True),
     "task": Option("task", "the task an eval/restore/export/fine-tune run works on"),
     "ckpt": Option("str", "checkpoint (.ckpt; eval/restore also take .mindir / .onnx); '' = shipped"),
     # ---- inference
@@ -120,6 +125,7 @@ SCHEMA = {
     "log_every": Option("int", "log every N steps", low=1),
     "resume": Option("bool", "continue the newest checkpoint in out_dir"),
     "workers": Option("int", "data loader workers", low=1, high=256),
+    "worker_processes": Option("bool", "data workers as processes; null = when streaming", nullable=True),
     "distribute": Option("bool", "data parallel over msrun workers"),
     "stop_after": Option("int", "stop this run after N steps (resume later); 0 = run to steps", low=0),
     # ---- export

@@ -1,8 +1,6 @@
-"""Training batches for IPT: deterministic, resumable and identical under data parallelism.
+"""Training batches for IPT: deterministic, resumable, identical under data parallelism, streamed.
 
-Images are decoded once and kept in RAM (decoding per crop was ~25x slower on this machine).
-Every random choice is keyed by ``(seed, step, sample position)`` instead of a running
-random state, so:
+Every random choice is keyed by ``(seed, step, position)`` instead of a running random state:
 
 * a batch depends only on its global step: resuming at step k gives exactly the batches an
   uninterrupted run would have seen, and worker processes/threads cannot duplicate crops;
@@ -10,14 +8,18 @@ random state, so:
   concatenated are the batch a single process would have drawn.
 
 The task of a step is drawn from ``default_rng([seed, step])`` (the same on every rank; one
-task per batch, as the model runs one head/tail per call). Sample j of the global batch uses
-``default_rng([seed, step, j, 1])`` for image, crop, flips/rotation and degradation noise. The
-trailing 1 is a stream tag: numpy pads short seed lists with zeros, so ``[seed, step, 0]``
-would replay the task stream for sample 0.
+task per batch, as the model runs one head/tail per call). Samples come in groups of
+``crops_per_image``: group g of a step draws its image from ``default_rng([seed, step, g, 2])``
+(decoded once), and sample j of the global batch draws crop, flips/rotation and degradation
+noise from ``default_rng([seed, step, j, 1])``. The trailing stream tags keep the streams apart
+(numpy pads short seed lists with zeros, so ``[seed, step, 0]`` would replay the task stream).
 
-Small images are not dropped wholesale: an image is used for the tasks whose HR patch
+Images come from an :class:`ImageStore`: decoded into RAM once (small folders: decoding per crop
+was ~25x slower) or decoded on demand from the folder's cached index (large folders: memory flat
+in the corpus size). Both give identical batches, because both draw from the same index.
+
+Small images are not dropped wholesale: an image serves the tasks whose HR patch
 (48 * scale) fits in it, so T91's 78-191 px images still serve denoising/deraining/x2.
-Only images smaller than the 48 px input patch are skipped (with a count).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import cv2
 import numpy as np
 
 from src.degradations import add_gaussian_noise, add_rain, bicubic_downsample
+from src.image_index import ImageIndex, open_index
 from src.image_io import ImageReadError, list_images, read_image
 from src.tasks import Task, get_task
 
@@ -39,6 +42,8 @@ LOG = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PATCH_SIZE = 48          # the network's input tile
 SAMPLE_STREAM = 1        # tag appended to per-sample seeds (see module docstring)
+IMAGE_STREAM = 2         # tag appended to per-group seeds
+MAX_REDRAWS = 8          # an undecodable image is replaced by a redraw from the same stream
 COLUMNS = ["lr", "hr", "task"]
 
 # (degraded folder, clean folder) names of the supported paired layouts, tried in order.
@@ -48,7 +53,7 @@ TaskLike = Union[str, Task]
 Sample = Tuple[np.ndarray, np.ndarray]  # (degraded HWC, clean HWC), before CHW conversion
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- images
 
 
 def resolve_data_path(path: Union[str, os.PathLike]) -> Path:
@@ -59,30 +64,81 @@ def resolve_data_path(path: Union[str, os.PathLike]) -> Path:
     return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
 
 
-def load_image_folder(root: Union[str, os.PathLike], min_size: int = 0) -> List[np.ndarray]:
-    """Decode every image under ``root`` (recursive) once into HWC uint8 RGB arrays.
+class ImageStore:
+    """Random access to a corpus of clean images: sizes up front, pixels by index.
 
-    Gray files become 3 channels, alpha is dropped and 16-bit samples are scaled (all by
-    ``read_image``). Files without an image extension are ignored; undecodable files are
-    logged as one-line warnings and skipped; images with a side below ``min_size`` are
-    skipped and counted.
+    ``get(i)`` returns HWC uint8 RGB (gray replicated, alpha dropped, 16-bit scaled: all by
+    ``read_image``) or raises ImageReadError.
     """
-    images: List[np.ndarray] = []
-    unreadable = small = 0
-    for path in list_images(root, recursive=True):
-        try:
-            img = read_image(path)
-        except ImageReadError as exc:
-            LOG.warning("skipping %s", exc)
-            unreadable += 1
-            continue
-        if min(img.shape[:2]) < min_size:
-            small += 1
-            continue
-        images.append(img)
-    LOG.info("loaded %d training images from %s (%d unreadable, %d smaller than %d px skipped)",
-             len(images), root, unreadable, small, min_size)
-    return images
+
+    heights: np.ndarray
+    widths: np.ndarray
+    reports_failures = True   # False: the store logged its unreadable files already
+
+    def __len__(self) -> int:
+        return len(self.heights)
+
+    def get(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RamImages(ImageStore):
+    """Every image decoded once and kept in RAM; images below ``min_size`` are not decoded."""
+
+    reports_failures = False
+
+    def __init__(self, images: Sequence[Optional[np.ndarray]], heights=None, widths=None,
+                 names: Optional[Sequence[str]] = None):
+        self.images = list(images)
+        known = [im for im in self.images if im is not None]
+        self.heights = np.asarray(heights if heights is not None else [im.shape[0] for im in known], np.int64)
+        self.widths = np.asarray(widths if widths is not None else [im.shape[1] for im in known], np.int64)
+        self.names = list(names) if names is not None else [f"#{i}" for i in range(len(self.images))]
+
+    @classmethod
+    def from_index(cls, index: ImageIndex, min_size: int = 0) -> "RamImages":
+        images: List[Optional[np.ndarray]] = []
+        unreadable = 0
+        for i in range(len(index)):
+            if min(index.widths[i], index.heights[i]) < min_size:
+                images.append(None)  # never eligible: not decoded
+                continue
+            try:
+                img = read_image(index.path(i))
+            except ImageReadError as exc:
+                LOG.warning("skipping %s", exc)
+                unreadable += 1
+                img = None
+            images.append(img)
+        LOG.info("decoded %d training images from %s into RAM (%d unreadable)",
+                 sum(im is not None for im in images), index.root, unreadable)
+        return cls(images, index.heights, index.widths, list(index.rel_paths()))
+
+    def get(self, i: int) -> np.ndarray:
+        img = self.images[i]
+        if img is None:
+            raise ImageReadError(self.names[i], "not decodable")
+        return img
+
+
+class FolderImages(ImageStore):
+    """Images decoded on demand from the folder (the index gives sizes): memory flat in N."""
+
+    def __init__(self, index: ImageIndex):
+        self.index = index
+        self.heights, self.widths = index.heights, index.widths
+
+    def get(self, i: int) -> np.ndarray:
+        return read_image(self.index.path(i))
+
+
+def load_image_folder(root: Union[str, os.PathLike], min_size: int = 0,
+                      index_path: Optional[Union[str, os.PathLike]] = None) -> RamImages:
+    """Decode every image under ``root`` (recursive) once, through the folder's cached index.
+
+    Files that are not images, truncated JPEGs and undecodable files are logged and skipped.
+    """
+    return RamImages.from_index(open_index(root, index_path), min_size)
 
 
 def _augment(img: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
@@ -101,45 +157,82 @@ def _draw_augment(rng: np.random.Generator) -> Tuple[bool, bool, bool]:
     return bool(flips[0]), bool(flips[1]), bool(flips[2])
 
 
-def degrade(clean: np.ndarray, task: Task, rng: np.random.Generator) -> np.ndarray:
+def _add_streaks(clean: np.ndarray, streaks: ImageStore, rng: np.random.Generator) -> np.ndarray:
+    """Real rain: a random crop of a drawn streak map (RainTrainL ``rainstreak*``), added and clipped.
+
+    Maps smaller than the patch are scaled up to cover it.
+    """
+    h, w = clean.shape[:2]
+    layer = streaks.get(int(rng.integers(len(streaks))))
+    sh, sw = layer.shape[:2]
+    if sh < h or sw < w:
+        f = max(h / sh, w / sw)
+        layer = cv2.resize(layer, (max(w, int(np.ceil(sw * f))), max(h, int(np.ceil(sh * f)))),
+                           interpolation=cv2.INTER_LINEAR)
+        sh, sw = layer.shape[:2]
+    y, x = int(rng.integers(sh - h + 1)), int(rng.integers(sw - w + 1))
+    rainy = clean.astype(np.int16) + layer[y:y + h, x:x + w]
+    return np.clip(rainy, 0, 255).astype(np.uint8)
+
+
+def degrade(clean: np.ndarray, task: Task, rng: np.random.Generator,
+            streaks: Optional[ImageStore] = None) -> np.ndarray:
     """The network input for a clean HR patch: bicubic LR (uint8), noisy (float32) or rainy (uint8).
 
-    Noise is clipped and kept float (unrounded), as in the official test protocol.
+    Noise is clipped and kept float (unrounded), as in the official test protocol. Rain is
+    synthetic unless a store of real streak maps is given.
     """
     if task.kind == "sr":
         return bicubic_downsample(clean, task.scale)
     if task.kind == "denoise":
         return add_gaussian_noise(clean, task.sigma, rng=rng)
     if task.kind == "derain":
-        return add_rain(clean, rng=rng)
+        return add_rain(clean, rng=rng) if streaks is None else _add_streaks(clean, streaks, rng)
     raise ValueError(f"unknown task kind {task.kind!r}")
 
 
 class SyntheticPairs:
     """Clean images degraded on the fly; serves any task whose HR patch fits an image."""
 
-    def __init__(self, images: Sequence[np.ndarray], patch_size: int = PATCH_SIZE):
-        self.images = list(images)
+    def __init__(self, images: Union[ImageStore, Sequence[np.ndarray]], patch_size: int = PATCH_SIZE,
+                 streaks: Optional[ImageStore] = None):
+        self.store = images if isinstance(images, ImageStore) else RamImages(images)
         self.patch_size = patch_size
+        self.streaks = streaks
         self._eligible: Dict[int, np.ndarray] = {}
+        self._warned: set = set()
 
     def eligible(self, task: Task) -> np.ndarray:
         """Indices of images at least (patch * scale) on both sides."""
-        hr = self.patch_size * task.scale
         if task.scale not in self._eligible:
-            self._eligible[task.scale] = np.array(
-                [i for i, im in enumerate(self.images) if min(im.shape[:2]) >= hr], dtype=np.int64)
+            short = np.minimum(self.store.heights, self.store.widths)
+            self._eligible[task.scale] = np.flatnonzero(short >= self.patch_size * task.scale)
         return self._eligible[task.scale]
 
-    def sample(self, task: Task, rng: np.random.Generator) -> Sample:
-        """Image, crop, augmentation, then degradation of the clean crop (so rain stays vertical)."""
+    def pick(self, task: Task, rng: np.random.Generator) -> np.ndarray:
+        """A drawn eligible image, decoded; an undecodable one is logged and redrawn (same stream)."""
         pool = self.eligible(task)
-        img = self.images[int(pool[rng.integers(len(pool))])]
+        for _ in range(MAX_REDRAWS):
+            i = int(pool[rng.integers(len(pool))])
+            try:
+                return self.store.get(i)
+            except ImageReadError as exc:
+                if self.store.reports_failures and i not in self._warned:
+                    self._warned.add(i)
+                    LOG.warning("skipping %s", exc)
+        raise ImageReadError(f"{len(pool)} training images", f"{MAX_REDRAWS} drawn images in a row "
+                             f"could not be decoded")
+
+    def crop(self, task: Task, img: np.ndarray, rng: np.random.Generator) -> Sample:
+        """Crop, augmentation, then degradation of the clean crop (so rain stays vertical)."""
         hp = self.patch_size * task.scale
         h, w = img.shape[:2]
         y, x = int(rng.integers(h - hp + 1)), int(rng.integers(w - hp + 1))
         hr = np.ascontiguousarray(_augment(img[y:y + hp, x:x + hp], *_draw_augment(rng)))
-        return degrade(hr, task, rng), hr
+        return degrade(hr, task, rng, self.streaks), hr
+
+    def sample(self, task: Task, rng: np.random.Generator) -> Sample:
+        return self.crop(task, self.pick(task, rng), rng)
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -232,11 +325,15 @@ class PairFolder:
     def eligible(self, task: Task) -> np.ndarray:
         return np.arange(len(self.pairs) if task == self.task else 0, dtype=np.int64)
 
-    def sample(self, task: Task, rng: np.random.Generator) -> Sample:
-        """LR crop of ``patch`` at (y, x) and HR crop of ``patch * s`` at (y * s, x * s)."""
+    def pick(self, task: Task, rng: np.random.Generator) -> Sample:
+        """A drawn (degraded, clean) pair of the folder's task."""
         if task != self.task:
             raise ValueError(f"pair folder holds {self.task.name} pairs, not {task.name}")
-        lq, gt = self.pairs[int(rng.integers(len(self.pairs)))]
+        return self.pairs[int(rng.integers(len(self.pairs)))]
+
+    def crop(self, task: Task, pair: Sample, rng: np.random.Generator) -> Sample:
+        """LR crop of ``patch`` at (y, x) and HR crop of ``patch * s`` at (y * s, x * s)."""
+        lq, gt = pair
         p, s = self.patch_size, task.scale
         h, w = lq.shape[:2]
         y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
@@ -244,6 +341,9 @@ class PairFolder:
         lq_crop = _augment(lq[y:y + p, x:x + p], *aug)
         gt_crop = _augment(gt[y * s:(y + p) * s, x * s:(x + p) * s], *aug)
         return np.ascontiguousarray(lq_crop), np.ascontiguousarray(gt_crop)
+
+    def sample(self, task: Task, rng: np.random.Generator) -> Sample:
+        return self.crop(task, self.pick(task, rng), rng)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -257,11 +357,15 @@ _CV2_CONFIGURED_PID = None
 
 
 def _configure_worker() -> None:
-    """cv2 threads off once per process (forked workers would otherwise oversubscribe 2 cores)."""
+    """cv2 threads off once per process (forked workers would otherwise oversubscribe the cores)."""
     global _CV2_CONFIGURED_PID
     if _CV2_CONFIGURED_PID != os.getpid():
         cv2.setNumThreads(0)
         _CV2_CONFIGURED_PID = os.getpid()
+
+
+def _as_tasks(tasks: Sequence[TaskLike]) -> Tuple[Task, ...]:
+    return tuple(get_task(t) if isinstance(t, str) else t for t in tasks)
 
 
 class TrainBatches:
@@ -271,15 +375,15 @@ class TrainBatches:
     values 0..255 (not normalised), task_idx an int32 scalar, the slot of the task in
     ``tasks`` (the model's task list). ``batch_size`` is the GLOBAL batch; rank r of W returns
     samples [r*B/W, (r+1)*B/W). ``active`` (default: all of ``tasks``) are the tasks drawn.
+    ``crops_per_image`` consecutive samples share one drawn (and decoded) image.
     """
 
     def __init__(self, source, tasks: Sequence[TaskLike], batch_size: int, steps: int, seed: int,
                  active: Optional[Sequence[TaskLike]] = None, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0, patch_size: int = PATCH_SIZE):
+                 start_step: int = 0, patch_size: int = PATCH_SIZE, crops_per_image: int = 1):
         self.source = source
-        self.tasks = tuple(get_task(t) if isinstance(t, str) else t for t in tasks)
-        chosen = self.tasks if active is None else tuple(
-            get_task(t) if isinstance(t, str) else t for t in active)
+        self.tasks = _as_tasks(tasks)
+        chosen = self.tasks if active is None else _as_tasks(active)
         missing = [t.name for t in chosen if t not in self.tasks]
         if missing:
             raise ValueError(f"task(s) {missing} are not in the model's task list "
@@ -302,10 +406,13 @@ class TrainBatches:
                         batch_size // world_size)
         if not 0 <= int(start_step) <= int(steps):
             raise ValueError(f"start_step {start_step} outside 0..steps ({steps})")
+        if int(crops_per_image) < 1:
+            raise ValueError(f"crops_per_image must be >= 1, got {crops_per_image}")
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.local = batch_size // world_size
         self.steps, self.start_step, self.seed = int(steps), int(start_step), int(seed)
         self.patch_size = patch_size
+        self.crops_per_image = int(crops_per_image)
 
     def __len__(self) -> int:
         return self.steps - self.start_step
@@ -315,17 +422,18 @@ class TrainBatches:
         return int(np.random.default_rng([self.seed, int(step)]).integers(len(self.active)))
 
     def batch(self, step: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """This rank's part of the global batch of ``step``."""
+        """This rank's part of the global batch of ``step``: each group's image decoded once."""
         _configure_worker()
         k = self.task_of(step)
         task = self.active[k]
         lrs, hrs = [], []
-        first = self.rank * self.local
-        for j in range(first, first + self.local):
-            rng = np.random.default_rng([self.seed, int(step), j, SAMPLE_STREAM])
-            lr, hr = self.source.sample(task, rng)
-            lrs.append(lr)
-            hrs.append(hr)
+        first, last, c = self.rank * self.local, (self.rank + 1) * self.local, self.crops_per_image
+        for group in range(first // c, (last - 1) // c + 1):
+            image = self.source.pick(task, np.random.default_rng([self.seed, int(step), group, IMAGE_STREAM]))
+            for j in range(max(first, group * c), min(last, (group + 1) * c)):
+                lr, hr = self.source.crop(task, image, np.random.default_rng([self.seed, int(step), j, SAMPLE_STREAM]))
+                lrs.append(lr)
+                hrs.append(hr)
         return _chw(lrs), _chw(hrs), np.array(self.slots[k], dtype=np.int32)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -335,56 +443,80 @@ class TrainBatches:
         return self.batch(self.start_step + index)
 
 
+def choose_source_kind(cfg, index: ImageIndex) -> str:
+    """'ram' or 'stream': ``cfg.data_source``, or for 'auto' RAM while the decoded corpus fits
+    in ``cfg.ram_limit_mb``."""
+    if cfg.data_source != "auto":
+        return cfg.data_source
+    return "ram" if index.decoded_bytes() <= cfg.ram_limit_mb * 2 ** 20 else "stream"
+
+
+def _crops_per_image(cfg, kind: str) -> int:
+    """``cfg.crops_per_image``; 0 = 1 from RAM (decoding is free), 4 when streaming."""
+    if cfg.crops_per_image:
+        return cfg.crops_per_image
+    return 1 if kind == "ram" else 4
+
+
 def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size: int = 1,
                        start_step: int = 0) -> TrainBatches:
     """TrainBatches from the config: ``train_mode`` pretrain (all ``tasks``, synthetic) or
     finetune (``cfg.task`` only; real pairs when ``train_path`` has a paired layout, else
-    synthetic degradation of the clean images).
+    synthetic degradation of the clean images). Clean images come from RAM or stream from the
+    folder (``cfg.data_source``), through the folder's cached index (``cfg.data_index``).
     """
     root = resolve_data_path(cfg.train_path)
     if not root.is_dir():
         raise NotADirectoryError(f"train_path not found: {cfg.train_path}")
     patch = cfg.patch_size
     mode = cfg.train_mode
-    if mode == "pretrain":
-        active = None
-        source = SyntheticPairs(load_image_folder(root, min_size=patch), patch)
-    elif mode == "finetune":
-        task = get_task(cfg.task)
-        active = [task]
-        if find_pair_layout(root) is not None:
-            source = PairFolder(root, task, patch)
-        else:
-            source = SyntheticPairs(load_image_folder(root, min_size=patch), patch)
-    else:
+    if mode not in ("pretrain", "finetune"):
         raise ValueError(f"train_mode must be pretrain or finetune, not {mode!r}")
-    return TrainBatches(source, tasks, cfg.batch_size, cfg.steps, cfg.seed,
-                        active=active, rank=rank, world_size=world_size, start_step=start_step,
-                        patch_size=patch)
+    active = None if mode == "pretrain" else [get_task(cfg.task)]
+    if mode == "finetune" and find_pair_layout(root) is not None:
+        source, kind = PairFolder(root, active[0], patch), "ram"
+    else:
+        index = open_index(root, cfg.data_index or None)
+        kind = choose_source_kind(cfg, index)
+        store = RamImages.from_index(index, patch) if kind == "ram" else FolderImages(index)
+        streaks = None
+        if cfg.rain_streaks:
+            streaks = RamImages.from_index(open_index(resolve_data_path(cfg.rain_streaks)))
+        source = SyntheticPairs(store, patch, streaks)
+        LOG.info("training images: %d from %s, %s (%.2f GB decoded)", len(index), root,
+                 "decoded into RAM" if kind == "ram" else "streamed from disk", index.decoded_bytes() / 1e9)
+    batches = TrainBatches(source, tasks, cfg.batch_size, cfg.steps, cfg.seed, active=active, rank=rank,
+                           world_size=world_size, start_step=start_step, patch_size=patch,
+                           crops_per_image=_crops_per_image(cfg, kind))
+    batches.kind = kind
+    return batches
 
 
 def create_train_dataset(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size: int = 1,
-                         start_step: int = 0, processes: bool = False,
+                         start_step: int = 0, processes: Optional[bool] = None,
                          source: Optional[TrainBatches] = None):
     """GeneratorDataset over :class:`TrainBatches`, in step order, columns lr/hr/task.
 
-    ``cfg.workers`` parallel workers (0 means one); threads by default, because on this
-    2-core machine worker processes were no faster (see bench/bench_data.py) and cost a
-    fork plus shared-memory copies. Sharding is done inside the source (each rank draws its
-    own slice of every global batch), so no num_shards/shard_id here.
+    ``cfg.workers`` parallel workers, each computing whole batches. ``processes`` (default
+    ``cfg.worker_processes``; null = processes when streaming, threads for RAM images, where
+    forking buys nothing and costs shared-memory copies). Sharding is done inside the source
+    (each rank draws its own slice of every global batch), so no num_shards/shard_id here.
     """
     import mindspore.dataset as ds
 
     if source is None:
         source = build_train_source(cfg, tasks, rank, world_size, start_step)
-    workers = cfg.workers
+    if processes is None:
+        processes = cfg.worker_processes
+        if processes is None:
+            processes = getattr(source, "kind", "ram") == "stream"
     return ds.GeneratorDataset(source, column_names=COLUMNS, shuffle=False,
-                               num_parallel_workers=workers,
+                               num_parallel_workers=cfg.workers,
                                python_multiprocessing=bool(processes))
 
 
 __all__ = [
-    "load_image_folder", "SyntheticPairs", "PairFolder", "find_pair_layout", "TrainBatches",
-    "build_train_source", "create_train_dataset", "degrade", "resolve_data_path", "COLUMNS",
-    "PATCH_SIZE", "PAIR_LAYOUTS",
+    "ImageStore", "RamImages", "FolderImages", "load_image_folder", "SyntheticPairs", "PairFolder",
+    "find_pair_layout", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
+    "resolve_data_path", "choose_source_kind", "COLUMNS", "PATCH_SIZE", "PAIR_LAYOUTS",
 ]

@@ -20,6 +20,11 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+try:  # decode failures are reported by our own one-line errors, not OpenCV's stderr warnings
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:
+    pass
+
 from src.utils import publish  # noqa: E402
 
 PathLike = Union[str, os.PathLike]
@@ -115,8 +120,25 @@ def _to_uint8(img: np.ndarray, path: PathLike) -> np.ndarray:
     raise ImageReadError(path, f"unsupported sample type {img.dtype}")
 
 
+def jpeg_is_truncated(tail: bytes) -> bool:
+    """True when a JPEG's last bytes hold no end-of-image marker (the file was cut short).
+
+    libjpeg decodes a truncated file "successfully", filling the missing rows with gray, so the
+    cut must be caught before decoding. FF D9 cannot occur inside entropy-coded data (FF is
+    always stuffed there), so its absence from the tail means the file ends mid-scan; a few
+    padding bytes after the marker are allowed.
+    """
+    return b"\xff\xd9" not in tail[-64:]
+
+
 def decode_image(data: bytes, path: PathLike = "<bytes>", keep_gray: bool = False) -> np.ndarray:
-    """Decode encoded image bytes to uint8 RGB (HWC), or 2-D gray when keep_gray."""
+    """Decode encoded image bytes to uint8 RGB (HWC), or 2-D gray when keep_gray.
+
+    CMYK and grayscale JPEGs and PNGs named ``.JPEG`` decode correctly (the format is sniffed
+    from the bytes); truncated JPEGs raise instead of coming back half gray.
+    """
+    if data[:2] == b"\xff\xd8" and jpeg_is_truncated(data):
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if img is None:

@@ -16,6 +16,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def pytest_configure(config):
+    import tempfile
+    # Image indexes go to a per-session cache, never the user's ~/.cache (subprocesses inherit it).
+    os.environ["IPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipt-test-cache-")
     import mindspore as ms
     from src.cpu_isa import cap_onednn_isa
     cap_onednn_isa("CPU")  # as every command does: subprocess tests inherit it

@@ -8,7 +8,7 @@ import pytest
 
 from src.config import load_config
 from src.dataset import (
-    PairFolder, SyntheticPairs, TrainBatches, build_train_source, create_train_dataset,
+    FolderImages, PairFolder, RamImages, SyntheticPairs, TrainBatches, build_train_source, create_train_dataset,
     load_image_folder,
 )
 from src.degradations import add_rain, bicubic_downsample, modcrop
@@ -42,7 +42,7 @@ def _same(a, b):
 
 def test_load_train_folder_keeps_small_images_for_tasks_that_fit(train_images):
     assert len(train_images) == 191  # 91 T91 + 100 DIV2K crops, none below 48 px
-    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for im in train_images)
+    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for im in train_images.images)
     src = SyntheticPairs(train_images)
     counts = {t.name: len(src.eligible(t)) for t in TASKS}
     assert counts["denoise_30"] == 191 and 0 < counts["sr_x4"] < counts["sr_x2"] < 191
@@ -70,7 +70,7 @@ def test_batch_shapes_dtypes_and_slot_for_each_task(train_images, name):
 
 
 def test_same_seed_and_step_give_identical_batches(train_images):
-    a, b = _batches(train_images), _batches(list(train_images))
+    a, b = _batches(train_images), _batches(list(train_images.images))
     for step in (0, 5, 33):
         assert _same(a.batch(step), b.batch(step))
     other = _batches(train_images, seed=8)
@@ -130,10 +130,12 @@ def test_gray_alpha_16bit_and_corrupt_files(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "small.bmp"), bgr[:30, :30])
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (tmp_path / "notes.txt").write_text("not an image")
-    with caplog.at_level(logging.WARNING, logger="src.dataset"):
-        images = load_image_folder(tmp_path, min_size=48)
+    with caplog.at_level(logging.WARNING):
+        store = load_image_folder(tmp_path, min_size=48)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "broken.png" in warnings[0] and "\n" not in warnings[0]
+    assert len(store) == 5 and store.images[store.names.index("small.bmp")] is None  # kept, never drawn
+    images = [im for im in store.images if im is not None]
     assert len(images) == 4 and all(im.shape == (200, 220, 3) and im.dtype == np.uint8 for im in images)
     rgb = bgr[:, :, ::-1]
     gray = [im for im in images if np.array_equal(im[..., 0], im[..., 1])]
@@ -205,3 +207,80 @@ def test_generator_dataset_with_two_workers_delivers_batches_in_step_order(proce
     assert len(rows) == 4
     for i, row in enumerate(rows):
         assert _same(row, source[i])
+
+
+# ----------------------------------------------------------------------------- streamed source
+
+
+def _stream_cfg(root, **kw):
+    return _cfg(train_path=str(root), data_source="stream", **kw)
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+def test_streamed_and_in_ram_sources_give_identical_batches(crops):
+    """Same seed and folder: decoding per sample from disk gives the batches of the RAM copy,
+    also for a data-parallel rank and a resumed start."""
+    for rank, world, start in ((0, 1, 0), (1, 2, 5)):
+        ram = build_train_source(_cfg(data_source="ram", crops_per_image=crops), PRETRAIN_ORDER,
+                                 rank=rank, world_size=world, start_step=start)
+        disk = build_train_source(_cfg(data_source="stream", crops_per_image=crops), PRETRAIN_ORDER,
+                                  rank=rank, world_size=world, start_step=start)
+        assert ram.kind == "ram" and disk.kind == "stream"
+        assert isinstance(disk.source.store, FolderImages) and isinstance(ram.source.store, RamImages)
+        for i in range(8):
+            assert _same(ram[i], disk[i]), (rank, i)
+
+
+def test_crops_of_a_group_share_one_decoded_image_and_ranks_still_concatenate(train_images):
+    whole = _batches(train_images, batch_size=6, crops_per_image=3)
+    ranks = [_batches(train_images, batch_size=6, crops_per_image=3, rank=r, world_size=3) for r in range(3)]
+    calls = []
+    store = RamImages(train_images.images)
+    whole.source.store = store
+    store_get = store.get
+    store.get = lambda i: calls.append(i) or store_get(i)
+    for step in range(4):
+        full = whole.batch(step)
+        parts = [r.batch(step) for r in ranks]  # rank slices of 2 straddle the groups of 3
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), full[1])
+        assert not np.array_equal(full[1][0], full[1][1])  # crops of one image still differ
+    assert len(calls) == 4 * 2  # two groups per step: one decode each
+
+
+def test_undecodable_image_is_redrawn_the_same_way_from_ram_and_disk(tmp_path, caplog):
+    rgb = cv2.imread(str(DATA / "CSet5" / "baby.png"))
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rgb[i * 50:i * 50 + 200, :200])
+    good = (tmp_path / "3.png").read_bytes()
+    (tmp_path / "3.png").write_bytes(good[:200])  # header fine (indexed), pixel data cut off
+    with caplog.at_level(logging.WARNING):
+        ram = build_train_source(_cfg(train_path=str(tmp_path), data_source="ram", crops_per_image=2),
+                                 PRETRAIN_ORDER)
+        disk = build_train_source(_stream_cfg(tmp_path, crops_per_image=2), PRETRAIN_ORDER)
+        for i in range(12):
+            assert _same(ram[i], disk[i])
+    assert sum("3.png" in r.getMessage() for r in caplog.records) == 2  # once per store
+    assert any(3 in b.source._warned for b in (disk,))  # it was drawn, and replaced
+
+
+def test_real_rain_streak_maps(tmp_path):
+    streaks = tmp_path / "streaks"
+    streaks.mkdir()
+    layer = np.zeros((40, 30, 3), np.uint8)
+    layer[:, ::5] = 90  # vertical streaks, smaller than the 48 px patch: scaled up to cover it
+    cv2.imwrite(str(streaks / "rainstreak-1.png"), layer)
+    src = build_train_source(_cfg(train_mode="finetune", task="derain", rain_streaks=str(streaks)),
+                             PRETRAIN_ORDER)
+    lr, hr, _ = src.batch(0)
+    added = lr - hr
+    assert (added >= 0).all() and (added > 0).mean() > 0.05
+    assert (np.diff(added, axis=2) == 0).mean() > 0.8  # the drawn map's vertical streaks
+    again = build_train_source(_cfg(train_mode="finetune", task="derain", rain_streaks=str(streaks)),
+                               PRETRAIN_ORDER)
+    assert _same(src.batch(0), again.batch(0))
+
+
+def test_auto_source_uses_ram_under_the_limit_and_streams_above(tmp_path):
+    assert build_train_source(_cfg(), PRETRAIN_ORDER).kind == "ram"  # 191 images, ~20 MB
+    small = build_train_source(_cfg(ram_limit_mb=1), PRETRAIN_ORDER)
+    assert small.kind == "stream" and small.crops_per_image == 4

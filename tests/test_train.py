@@ -29,7 +29,7 @@ TASKS2 = "[sr_x2,denoise_30]"
 # One short pre-training run shared by the resume and distributed tests (single process, global batch 4).
 RUN = ["--config", "ipt_tiny", "--tasks", TASKS2, "--batch_size", "4", "--steps", "6", "--seed", "3",
        "--lr_max", "1e-3", "--lr_min", "1e-4", "--log_every", "1", "--save_every", "2", "--keep_last", "2",
-       "--workers", "1"]
+       "--workers", "1", "--data_source", "stream", "--crops_per_image", "2"]  # the streamed source
 
 
 def run_train(*args, timeout=300):
