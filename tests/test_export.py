@@ -164,7 +164,7 @@ def _cpu_stand_in(mindir, in_dir, out_dir) -> int:
     return len(files)
 
 
-def test_310_data_path_gives_eval_psnr(exports, tiny_ckpt, tmp_path):
+def test_310_data_path_gives_eval_psnr(exports, tiny_ckpt, tmp_path, capsys):
     pre, res, out = tmp_path / "preprocess_Result", tmp_path / "result_Files", tmp_path / "acc.json"
     preprocess = importlib.import_module("preprocess")
     assert preprocess.main(["--task", "sr_x2", "--data_path", str(SET5), "--output", str(pre),
@@ -180,12 +180,24 @@ def test_310_data_path_gives_eval_psnr(exports, tiny_ckpt, tmp_path):
     assert abs(scored["psnr"] - evaluated["psnr"]) <= 1e-3
     assert [r["name"] for r in scored["rows"]] == [r["name"] for r in evaluated["rows"]]
     # a missing output is a clear error, not a silent zero
-    next(res.glob("*.bin")).unlink()
-    with pytest.raises(SystemExit):
+    missing = next(res.glob("*.bin"))
+    missing.unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         postprocess.main(["--pre_path", str(pre), "--result_path", str(res)])
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and f"{missing} is missing: did inference finish?" in err[0]
+
+
+def _tree(folder):
+    """Every path under folder with its mtime: what a failed build must leave as it was."""
+    return {str(p): p.stat().st_mtime_ns for p in [folder, *folder.rglob("*")]} if folder.exists() else None
 
 
 def test_build_sh_fails_clearly_without_the_library(tmp_path):
+    out = ROOT / "ascend310_infer" / "out"
+    before = _tree(out)  # absent, or a build made by hand (scripts/check_310_build.sh)
     for env_path in (None, str(tmp_path)):
         env = {k: v for k, v in os.environ.items() if k != "MINDSPORE_PATH"}
         if env_path:
@@ -196,7 +208,7 @@ def test_build_sh_fails_clearly_without_the_library(tmp_path):
         assert proc.returncode != 0
         assert "MindSpore C++ inference library not found" in proc.stderr
         assert time.perf_counter() - start < 30
-    assert not (ROOT / "ascend310_infer" / "out").exists()
+    assert _tree(out) == before  # not created, nor touched
 
 
 def test_run_infer_310_checks_its_arguments(tmp_path):
@@ -241,6 +253,104 @@ int main(int, char **) {
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, env={**os.environ, "T": str(tmp_path)})
     assert run.returncode == 0 and run.stdout.strip() == "ok"
+
+
+MOCK_API = ROOT / "tests" / "fixtures" / "mindspore_api_mock"  # include/api/*.h; IPT_MOCK_FAIL=CALL:HOW
+
+
+def _run_runner(exe, tmp_path, fail: str = ""):
+    """out/main on one (1, 3, 48, 48) float32 tile batch, the mock's input; IPT_MOCK_FAIL=fail."""
+    tiles = tmp_path / "tiles"
+    tiles.mkdir(exist_ok=True)
+    _tiles(1).tofile(tiles / "0000.bin")
+    env = {k: v for k, v in os.environ.items() if k != "IPT_MOCK_FAIL"}
+    if fail:
+        env["IPT_MOCK_FAIL"] = fail
+    return subprocess.run([str(exe), f"--mindir_path={tiles / '0000.bin'}", f"--input_path={tiles}",
+                           f"--output_path={tmp_path / 'result_Files'}"], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def mock_runner(tmp_path_factory):
+    """ascend310_infer/src/main.cc built against the mock MindSpore API (no MindSpore needed)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    infer = ROOT / "ascend310_infer"
+    exe = tmp_path_factory.mktemp("mock_runner") / "main"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Werror", "-D_GLIBCXX_USE_CXX11_ABI=0",
+                            f"-I{MOCK_API}", f"-I{infer}", str(infer / "src" / "main.cc"),
+                            str(infer / "src" / "utils.cc"), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
+def test_310_runner_writes_each_output_under_its_input_name(mock_runner, tmp_path):
+    run = _run_runner(mock_runner, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "inferred 1 tile batches (1 tiles)" in run.stdout and run.stderr == ""
+    assert (tmp_path / "result_Files" / "0000.bin").stat().st_size == 3 * 96 * 96 * 4
+    assert not list((tmp_path / "result_Files").glob("*.part"))
+
+
+RUNNER_FAILURES = [
+    # MindSpore Lite throws on a MindIR newer than itself (Lite 2.0 on a MindSpore 2.10 export)
+    ("load:throw", r"cannot load \S+: This software can only support the maximum mind ir version: 1, please install "
+                   r"the latest version to support the mind ir version: 3 \(this MindSpore runtime is older than "
+                   r"the MindIR format of the file: install the MindSpore Lite release matching the exporting "
+                   r"MindSpore"),
+    ("load:status", r"cannot load \S+: Load model failed\.$"),
+    ("load:unknown", r"cannot load \S+: unknown exception$"),
+    ("build:throw", r"cannot build the model for Ascend 310 device 0: mock build failed$"),
+    ("build:status", r"cannot build the model for Ascend 310 device 0: Build model failed: mock$"),
+    ("inputs:throw", r"MindSpore: mock inputs failed$"),
+    ("inputs:unknown", r"MindSpore: unknown exception$"),
+    ("predict:throw", r"inference failed on \S+0000\.bin: mock predict failed$"),
+    ("predict:status", r"inference failed on \S+0000\.bin: no reason given \(MindSpore status 268435456\)$"),
+    ("predict:unknown", r"inference failed on \S+0000\.bin: unknown exception$"),
+]
+
+
+@pytest.mark.parametrize("fail,message", RUNNER_FAILURES, ids=[fail for fail, _ in RUNNER_FAILURES])
+def test_310_runner_mindspore_failures_are_one_line_errors(mock_runner, tmp_path, fail, message):
+    """A MindSpore error Status or exception from Load, Build, GetInputs or Predict: one line, exit 1, no abort."""
+    import re
+    run = _run_runner(mock_runner, tmp_path, fail)
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    err = run.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), run.stderr
+    assert re.search(message, err[0][len("error: "):]), err[0]
+    assert not list((tmp_path / "result_Files").glob("*.bin"))
+
+
+def _fake_mindspore(folder, lib: str):
+    """A MindSpore install folder as build.sh looks for it: the mock headers and an empty lib/LIB."""
+    shutil.copytree(MOCK_API / "include", folder / "include")
+    (folder / "lib").mkdir()
+    build = subprocess.run(["g++", "-shared", "-fPIC", "-x", "c++", os.devnull, f"-Wl,-soname,{lib}", "-o",
+                            str(folder / "lib" / lib)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return folder
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+@pytest.mark.parametrize("lib,builder", [
+    ("libmindspore.so", "cmake"),                   # the Ascend 310 inference package (CANN layout)
+    ("libmindspore-extendrt_python.so", "g++"),     # the MindSpore Lite pip wheel, built without cmake
+    ("libmindspore-lite.so", "g++"),                # the runtime/ folder of a MindSpore Lite tarball
+])
+def test_build_sh_builds_against_either_layout(tmp_path, lib, builder):
+    if builder == "cmake" and not (shutil.which("cmake") and shutil.which("make")):
+        pytest.skip("no cmake/make")
+    ms_path = _fake_mindspore(tmp_path / "ms", lib)
+    out = tmp_path / "out"
+    env = {**os.environ, "MINDSPORE_PATH": str(ms_path), "IPT_310_BUILDER": builder, "IPT_310_OUT_DIR": str(out)}
+    proc = subprocess.run(["bash", str(ROOT / "ascend310_infer" / "build.sh")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"MindSpore: {ms_path} (lib/{lib})" in proc.stdout and f"built {out / 'main'}" in proc.stdout
+    run = _run_runner(out / "main", tmp_path, "load:throw")  # the library is found without LD_LIBRARY_PATH
+    assert run.returncode == 1 and run.stderr.startswith("error: cannot load ") and len(run.stderr.splitlines()) == 1
 
 
 def test_export_refuses_to_overwrite(tiny_ckpt, tmp_path):

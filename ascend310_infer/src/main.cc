@@ -7,8 +7,13 @@
  *
  * Each input file is one float32 (N, 3, 48, 48) batch, N being the MindIR's batch; a file of another
  * size is an error (preprocess.py with --ckpt MODEL.mindir takes N from the model).
+ *
+ * Every failure is one "error: ..." line on stderr and exit code 1 (2 for bad options). MindSpore reports
+ * errors either as a Status or by throwing (MindSpore Lite throws when a MindIR is newer than the runtime:
+ * "can only support the maximum mind ir version"); both are caught, never left to abort the process.
  */
 #include <chrono>
+#include <exception>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -50,30 +55,60 @@ int Fail(const std::string &message) {
   return 1;
 }
 
-}  // namespace
+// The first non-blank line of a MindSpore message, trimmed: exceptions carry a C++ call stack after it.
+std::string FirstLine(const std::string &text) {
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) {
+      end = text.size();
+    }
+    const size_t first = text.find_first_not_of(" \t\r", start);
+    if (first != std::string::npos && first < end) {
+      const size_t last = text.find_last_not_of(" \t\r", end - 1);
+      return text.substr(first, last - first + 1);
+    }
+    start = end + 1;
+  }
+  return "";
+}
 
-int main(int argc, char **argv) {
-  InferOptions options;
-  std::string error;
-  if (!ParseOptions(argc, argv, &options, &error)) {
-    std::cerr << "error: " << error << "\n" << kUsage << std::endl;
-    return 2;
+// Why MindSpore failed, in one line; a MindIR newer than the runtime gets a hint on what to do.
+std::string Reason(const std::string &text) {
+  std::string reason = FirstLine(text);
+  if (reason.empty()) {
+    return "no reason given";
   }
-  const std::string mindir = RealPath(options.mindir_path);
-  if (mindir.empty()) {
-    return Fail("MindIR not found: " + options.mindir_path);
+  if (reason.find("mind ir version") != std::string::npos) {
+    reason += " (this MindSpore runtime is older than the MindIR format of the file: install the MindSpore Lite "
+              "release matching the exporting MindSpore, see README \"Inference on Ascend 310\")";
   }
-  if (!IsDirectory(options.input_path)) {
-    return Fail("input folder not found: " + options.input_path);
-  }
-  const std::vector<std::string> files = ListBinFiles(options.input_path);
-  if (files.empty()) {
-    return Fail("no .bin tile files in " + options.input_path + " (run preprocess.py first)");
-  }
-  if (!MakeDirectories(options.output_path)) {
-    return Fail("cannot create the output folder " + options.output_path);
-  }
+  return reason;
+}
 
+// Runs one MindSpore call that reports failure by a Status or by an exception: true on success, else false
+// with the reason in one line.
+template <typename Call>
+bool Attempt(Call call, std::string *reason) {
+  try {
+    Status ret = call();
+    if (ret == kSuccess) {
+      return true;
+    }
+    const std::string message = ret.ToString();
+    *reason = FirstLine(message).empty()
+                ? "no reason given (MindSpore status " + std::to_string(static_cast<uint64_t>(ret.StatusCode())) + ")"
+                : Reason(message);
+  } catch (const std::exception &e) {
+    *reason = Reason(e.what());
+  } catch (...) {
+    *reason = "unknown exception";
+  }
+  return false;
+}
+
+// Loads the MindIR, builds it for the device and runs every tile batch (MindSpore calls only here).
+int Infer(const InferOptions &options, const std::string &mindir, const std::vector<std::string> &files) {
   auto context = std::make_shared<Context>();
   auto ascend310 = std::make_shared<mindspore::Ascend310DeviceInfo>();
   ascend310->SetDeviceID(static_cast<uint32_t>(options.device_id));
@@ -82,17 +117,16 @@ int main(int argc, char **argv) {
   }
   context->MutableDeviceInfo().push_back(ascend310);
 
+  std::string reason;
   Graph graph;
-  Status ret = Serialization::Load(mindir, ModelType::kMindIR, &graph);
-  if (ret != kSuccess) {
-    return Fail("cannot load " + mindir + ": " + ret.ToString());
+  if (!Attempt([&] { return Serialization::Load(mindir, ModelType::kMindIR, &graph); }, &reason)) {
+    return Fail("cannot load " + mindir + ": " + reason);
   }
   Model model;
   auto build_start = std::chrono::steady_clock::now();
-  ret = model.Build(GraphCell(graph), context);
-  if (ret != kSuccess) {
+  if (!Attempt([&] { return model.Build(GraphCell(graph), context); }, &reason)) {
     return Fail("cannot build the model for Ascend 310 device " + std::to_string(options.device_id) + ": " +
-                ret.ToString());
+                reason);
   }
   double build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - build_start).count();
 
@@ -130,10 +164,13 @@ int main(int argc, char **argv) {
     inputs.emplace_back(input.Name(), input.DataType(), input_shape, buffer.data(), buffer.size());
     std::vector<MSTensor> outputs;
     auto start = std::chrono::steady_clock::now();
-    ret = model.Predict(inputs, &outputs);
+    if (!Attempt([&] { return model.Predict(inputs, &outputs); }, &reason)) {
+      return Fail("inference failed on " + in_path + ": " + reason);
+    }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (ret != kSuccess || outputs.size() != 1) {
-      return Fail("inference failed on " + in_path + ": " + ret.ToString());
+    if (outputs.size() != 1) {
+      return Fail("inference failed on " + in_path + ": " + std::to_string(outputs.size()) +
+                  " outputs, expected 1");
     }
     total_ms += ms;
     if (i > 0) {
@@ -154,4 +191,37 @@ int main(int argc, char **argv) {
   }
   std::cout << ", " << total_ms / static_cast<double>(tiles) << " ms per tile" << std::endl;
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  InferOptions options;
+  std::string error;
+  if (!ParseOptions(argc, argv, &options, &error)) {
+    std::cerr << "error: " << error << "\n" << kUsage << std::endl;
+    return 2;
+  }
+  const std::string mindir = RealPath(options.mindir_path);
+  if (mindir.empty()) {
+    return Fail("MindIR not found: " + options.mindir_path);
+  }
+  if (!IsDirectory(options.input_path)) {
+    return Fail("input folder not found: " + options.input_path);
+  }
+  const std::vector<std::string> files = ListBinFiles(options.input_path);
+  if (files.empty()) {
+    return Fail("no .bin tile files in " + options.input_path + " (run preprocess.py first)");
+  }
+  if (!MakeDirectories(options.output_path)) {
+    return Fail("cannot create the output folder " + options.output_path);
+  }
+
+  try {
+    return Infer(options, mindir, files);
+  } catch (const std::exception &e) {  // a MindSpore call outside Load/Build/Predict
+    return Fail("MindSpore: " + Reason(e.what()));
+  } catch (...) {
+    return Fail("MindSpore: unknown exception");
+  }
 }
