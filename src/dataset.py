@@ -35,6 +35,7 @@ import numpy as np
 from src.degradations import add_gaussian_noise, add_rain, bicubic_downsample
 from src.image_index import ImageIndex, open_index
 from src.image_io import ImageReadError, list_images, read_image
+from src.mindrecord_data import is_mindrecord_dir, mindrecord_dataset, open_mindrecord, read_all
 from src.tasks import Task, get_task
 
 LOG = logging.getLogger(__name__)
@@ -132,6 +133,18 @@ class FolderImages(ImageStore):
         return read_image(self.index.path(i))
 
 
+class RecordSizes(ImageStore):
+    """A MindRecord corpus as the sampler sees it: sizes only. Pixels arrive through the
+    MindDataset pipeline (src/mindrecord_data.py), in the order ``TrainBatches.plan`` drew."""
+
+    def __init__(self, index: ImageIndex, files: Sequence[str]):
+        self.index, self.files = index, list(files)
+        self.heights, self.widths = index.heights, index.widths
+
+    def get(self, i: int) -> np.ndarray:
+        raise RuntimeError("MindRecord images are read by mindrecord_dataset, not one by one")
+
+
 def load_image_folder(root: Union[str, os.PathLike], min_size: int = 0,
                       index_path: Optional[Union[str, os.PathLike]] = None) -> RamImages:
     """Decode every image under ``root`` (recursive) once, through the folder's cached index.
@@ -209,11 +222,16 @@ class SyntheticPairs:
             self._eligible[task.scale] = np.flatnonzero(short >= self.patch_size * task.scale)
         return self._eligible[task.scale]
 
+    def pick_index(self, task: Task, rng: np.random.Generator) -> int:
+        """The next eligible image drawn from ``rng`` (no decoding)."""
+        pool = self.eligible(task)
+        return int(pool[rng.integers(len(pool))])
+
     def pick(self, task: Task, rng: np.random.Generator) -> np.ndarray:
         """A drawn eligible image, decoded; an undecodable one is logged and redrawn (same stream)."""
         pool = self.eligible(task)
         for _ in range(MAX_REDRAWS):
-            i = int(pool[rng.integers(len(pool))])
+            i = self.pick_index(task, rng)
             try:
                 return self.store.get(i)
             except ImageReadError as exc:
@@ -421,15 +439,34 @@ class TrainBatches:
         """Position in ``active`` of the task trained at ``step`` (same on every rank)."""
         return int(np.random.default_rng([self.seed, int(step)]).integers(len(self.active)))
 
-    def batch(self, step: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """This rank's part of the global batch of ``step``: each group's image decoded once."""
+    @property
+    def groups(self) -> range:
+        """The image groups this rank's samples belong to (a group may straddle two ranks)."""
+        first, last, c = self.rank * self.local, (self.rank + 1) * self.local, self.crops_per_image
+        return range(first // c, (last - 1) // c + 1)
+
+    def _group_rng(self, step: int, group: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(step), group, IMAGE_STREAM])
+
+    def plan(self, step: int) -> List[int]:
+        """The image index of each of this rank's groups at ``step``, without decoding (MindRecord
+        reads exactly these records)."""
+        task = self.active[self.task_of(step)]
+        return [self.source.pick_index(task, self._group_rng(step, g)) for g in self.groups]
+
+    def batch(self, step: int, images: Optional[Sequence[np.ndarray]] = None
+              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This rank's part of the global batch of ``step``: each group's image decoded once.
+
+        ``images``: the groups' images already decoded (in ``groups`` order, as ``plan`` drew them).
+        """
         _configure_worker()
         k = self.task_of(step)
         task = self.active[k]
         lrs, hrs = [], []
         first, last, c = self.rank * self.local, (self.rank + 1) * self.local, self.crops_per_image
-        for group in range(first // c, (last - 1) // c + 1):
-            image = self.source.pick(task, np.random.default_rng([self.seed, int(step), group, IMAGE_STREAM]))
+        for n, group in enumerate(self.groups):
+            image = self.source.pick(task, self._group_rng(step, group)) if images is None else images[n]
             for j in range(max(first, group * c), min(last, (group + 1) * c)):
                 lr, hr = self.source.crop(task, image, np.random.default_rng([self.seed, int(step), j, SAMPLE_STREAM]))
                 lrs.append(lr)
@@ -444,7 +481,7 @@ class TrainBatches:
 
 
 def choose_source_kind(cfg, index: ImageIndex) -> str:
-    """'ram' or 'stream': ``cfg.data_source``, or for 'auto' RAM while the decoded corpus fits
+    """'ram' or 'stream' (the folder or its MindRecord): ``cfg.data_source``, or for 'auto' RAM while the decoded corpus fits
     in ``cfg.ram_limit_mb``."""
     if cfg.data_source != "auto":
         return cfg.data_source
@@ -476,15 +513,25 @@ def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size
     if mode == "finetune" and find_pair_layout(root) is not None:
         source, kind = PairFolder(root, active[0], patch), "ram"
     else:
-        index = open_index(root, cfg.data_index or None)
-        kind = choose_source_kind(cfg, index)
-        store = RamImages.from_index(index, patch) if kind == "ram" else FolderImages(index)
+        if is_mindrecord_dir(root):
+            files, index = open_mindrecord(root)
+            kind = choose_source_kind(cfg, index)
+            if kind == "ram":
+                store = RamImages(read_all(files, index), index.heights, index.widths, list(index.rel_paths()))
+            else:
+                store, kind = RecordSizes(index, files), "mindrecord"
+        else:
+            index = open_index(root, cfg.data_index or None)
+            kind = choose_source_kind(cfg, index)
+            store = RamImages.from_index(index, patch) if kind == "ram" else FolderImages(index)
         streaks = None
         if cfg.rain_streaks:
             streaks = RamImages.from_index(open_index(resolve_data_path(cfg.rain_streaks)))
         source = SyntheticPairs(store, patch, streaks)
-        LOG.info("training images: %d from %s, %s (%.2f GB decoded)", len(index), root,
-                 "decoded into RAM" if kind == "ram" else "streamed from disk", index.decoded_bytes() / 1e9)
+        how = {"ram": "decoded into RAM", "stream": "streamed from the folder",
+               "mindrecord": "streamed from MindRecord"}[kind]
+        LOG.info("training images: %d from %s, %s (%.2f GB decoded)", len(index), root, how,
+                 index.decoded_bytes() / 1e9)
     batches = TrainBatches(source, tasks, cfg.batch_size, cfg.steps, cfg.seed, active=active, rank=rank,
                            world_size=world_size, start_step=start_step, patch_size=patch,
                            crops_per_image=_crops_per_image(cfg, kind))
@@ -506,17 +553,20 @@ def create_train_dataset(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_si
 
     if source is None:
         source = build_train_source(cfg, tasks, rank, world_size, start_step)
+    kind = getattr(source, "kind", "ram")
     if processes is None:
         processes = cfg.worker_processes
         if processes is None:
-            processes = getattr(source, "kind", "ram") == "stream"
+            processes = kind != "ram"
+    if kind == "mindrecord":
+        return mindrecord_dataset(source, source.source.store.files, cfg.workers, processes)
     return ds.GeneratorDataset(source, column_names=COLUMNS, shuffle=False,
                                num_parallel_workers=cfg.workers,
                                python_multiprocessing=bool(processes))
 
 
 __all__ = [
-    "ImageStore", "RamImages", "FolderImages", "load_image_folder", "SyntheticPairs", "PairFolder",
+    "ImageStore", "RamImages", "FolderImages", "RecordSizes", "load_image_folder", "SyntheticPairs", "PairFolder",
     "find_pair_layout", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
     "resolve_data_path", "choose_source_kind", "COLUMNS", "PATCH_SIZE", "PAIR_LAYOUTS",
 ]

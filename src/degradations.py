@@ -8,6 +8,7 @@ pure and, where random, deterministic for a given seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 import cv2
@@ -53,6 +54,14 @@ def resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool = Tru
     mat = np.zeros((out_len, in_len), dtype=np.float64)
     rows = np.broadcast_to(np.arange(out_len)[:, None], idx0.shape)
     np.add.at(mat, (rows, idx0), weights)
+    return mat
+
+
+@lru_cache(maxsize=512)
+def _cached_resize_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> np.ndarray:
+    """resize_matrix, built once per geometry (training crops repeat a few geometries)."""
+    mat = resize_matrix(in_len, out_len, scale, antialias)
+    mat.setflags(write=False)
     return mat
 
 
@@ -105,7 +114,7 @@ def imresize(
     for axis in np.argsort(scales, kind="stable"):
         if out_shape[axis] == in_shape[axis] and scales[axis] == 1.0:
             continue
-        mat = resize_matrix(in_shape[axis], out_shape[axis], scales[axis], antialias)
+        mat = _cached_resize_matrix(in_shape[axis], out_shape[axis], scales[axis], antialias)
         out = _resize_axis(out, mat, int(axis))
     if is_uint8:
         return _round_uint8(out)
