@@ -20,6 +20,7 @@ from src.checkpoint import CheckpointError
 from src.config import Config
 from src.image_io import write_image
 from src.metrics import psnr, quantize, ssim
+from src.pairs import PairLayoutError
 from src.tasks import Task
 from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, report_result,
                        run_command, setup_device, start_command, write_json)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         setup_device(cfg)
     try:
         result = evaluate(cfg, task)
-    except (CheckpointError, FileExistsError) as err:
+    except (CheckpointError, FileExistsError, PairLayoutError) as err:
         fail(str(err))
     report_result(result, cfg.json)
     return 0

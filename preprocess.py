@@ -23,6 +23,7 @@ from src.checkpoint import CheckpointError
 from src.config import Config
 from src.exported import MANIFEST, PATCH, TILES_FORMAT, check_export, mindir_info
 from src.inference import tile_overlap
+from src.pairs import PairLayoutError
 from src.tasks import Task
 from src.utils import Progress, fail, run_command, start_command
 
@@ -73,17 +74,17 @@ def main(argv=None) -> int:
         fail(f"{out_dir} already holds tile files; pass --overwrite to replace them")
     try:
         batch = tile_batch_of(cfg, task)
-    except CheckpointError as err:
+        bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=cfg.noise_seed)
+    except (CheckpointError, PairLayoutError) as err:  # before any old tile file is removed
         fail(str(err))
+    if len(bench) == 0:
+        fail(f"no benchmark images found in {cfg.data_path} for {task.name}")
     for path in old:
         path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from src.inference import make_tiler, restore_array
     cfg = Config(cfg, tile_batch=batch)
-    bench = open_benchmark(cfg.data_path, task.kind, task.scale, task.sigma, seed=cfg.noise_seed)
-    if len(bench) == 0:
-        fail(f"no benchmark images found in {cfg.data_path} for {task.name}")
     recorder = TileRecorder(out_dir, task.scale)
     tiler = make_tiler(cfg, task, recorder)
     images, progress = [], Progress(len(bench), "preprocess", logger=LOG)

@@ -14,7 +14,7 @@ passes them as `--ckpt`. The CBM3D column comes from bench/bench_cbm3d.py's `--j
 
 `--quick` (= `--limit 2`) scores the first 2 images of every set, for smoke tests: eval.py has no
 image limit, so a temporary folder of symlinks to the first N images is made per set (Rain100L keeps
-its rainy/ + norain layout; names are kept, so the denoising noise is the same as in a full run).
+its paired layout; names are kept, so the denoising noise is the same as in a full run).
 
 One status line per eval (updated in place on a terminal from eval.py's progress); each eval's
 full output is kept in a log folder that is printed when an eval fails.
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.image_io import list_images  # noqa: E402
+from src.pairs import find_pairs  # noqa: E402
 from src.utils import write_text_atomic  # noqa: E402
 
 LOG = logging.getLogger("bench_results")
@@ -71,14 +72,10 @@ def subset_folder(src: Path, dst: Path, limit: int, kind: str) -> Path:
         (dst / name).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target.resolve(), dst / name)
 
-    if kind == "derain":  # rain-ID in rainy/ (or the root) + norain-ID in the root
-        rainy_dir = src / "rainy" if (src / "rainy").is_dir() else src
-        rainy = [p for p in list_images(rainy_dir, recursive=False) if p.stem.lower().startswith("rain-")]
-        for p in rainy[:limit]:
-            link(p, p.relative_to(src))
-            clean = [c for c in list_images(src, recursive=False) if c.stem.lower() == "no" + p.stem.lower()]
-            if clean:
-                link(clean[0], clean[0].relative_to(src))
+    if kind == "derain":  # the first pairs of any src.pairs layout (Rain100L: rainy/ + norain-ID)
+        for pair in find_pairs(src).pairs[:limit]:
+            for path in (pair.lq, pair.gt):
+                link(path, path.relative_to(src))
         return dst
     for p in list_images(src)[:limit]:  # SR HR folders and clean denoising images
         link(p, p.relative_to(src))

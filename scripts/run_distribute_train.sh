@@ -6,7 +6,12 @@
 #        DEVICE_TARGET=Ascend RANK_TABLE_FILE=/path/hccl_8p.json bash scripts/run_distribute_train.sh 8 default_config.yaml
 # CPU and GPU (and Ascend without RANK_TABLE_FILE) start through msrun; on CPU the collectives use
 # mccl. Ascend with RANK_TABLE_FILE starts one process per device with DEVICE_ID/RANK_ID set.
+# Multi-node (msrun): WORKERS is the total over all nodes; run the same command on every node with
+#   MASTER_ADDR=<node 0's address> NODE_RANK=<0..nodes-1> LOCAL_WORKERS=<processes on this node>, e.g. 2 x 8 devices:
+#        node 0: MASTER_ADDR=10.0.0.1 NODE_RANK=0 LOCAL_WORKERS=8 DEVICE_TARGET=GPU bash scripts/run_distribute_train.sh 16 default_config.yaml
+#        node 1: MASTER_ADDR=10.0.0.1 NODE_RANK=1 LOCAL_WORKERS=8 DEVICE_TARGET=GPU bash scripts/run_distribute_train.sh 16 default_config.yaml
 # Env: DEVICE_TARGET (CPU|GPU|Ascend, default CPU; or pass --device_target), MASTER_PORT (msrun, default 8118),
+#      MASTER_ADDR (default 127.0.0.1), NODE_RANK (default 0), LOCAL_WORKERS (default WORKERS),
 #      LOG_DIR (default ./log_distribute), RANK_TABLE_FILE and DEVICE_START (Ascend, default 0).
 # Only rank 0 logs progress and writes checkpoints.
 set -euo pipefail
@@ -16,6 +21,7 @@ usage() {
     echo "  WORKERS: number of processes/devices (>= 1); batch_size must be divisible by it" >&2
     echo "  CONFIG: a yaml file or a name in configs/ (e.g. ipt_tiny, default_config.yaml)" >&2
     echo "  env: DEVICE_TARGET=CPU|GPU|Ascend MASTER_PORT=N LOG_DIR=dir RANK_TABLE_FILE=json DEVICE_START=N" >&2
+    echo "  multi-node env: MASTER_ADDR=host NODE_RANK=N LOCAL_WORKERS=N (WORKERS = total over all nodes)" >&2
     exit 2
 }
 
@@ -54,7 +60,14 @@ if [ "$DEVICE_TARGET" = "Ascend" ] && [ -n "${RANK_TABLE_FILE:-}" ]; then
     exit $STATUS
 fi
 
+LOCAL_WORKERS="${LOCAL_WORKERS:-$WORKERS}"
+NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+if ! [[ "$LOCAL_WORKERS" =~ ^[1-9][0-9]*$ ]] || [ "$LOCAL_WORKERS" -gt "$WORKERS" ] || ! [[ "$NODE_RANK" =~ ^[0-9]+$ ]]; then
+    echo "error: LOCAL_WORKERS must be 1..WORKERS ($WORKERS) and NODE_RANK >= 0, got '$LOCAL_WORKERS' and '$NODE_RANK'" >&2
+    exit 2
+fi
 command -v msrun > /dev/null || { echo "error: msrun not found (install MindSpore >= 2.3 into this environment)" >&2; exit 2; }
-echo "msrun: $WORKERS worker(s) on $DEVICE_TARGET, port $MASTER_PORT, logs in $LOG_DIR"
-msrun --worker_num="$WORKERS" --local_worker_num="$WORKERS" --master_port="$MASTER_PORT" \
-    --log_dir="$LOG_DIR" --join=True train.py "${ARGS[@]}"
+echo "msrun: $LOCAL_WORKERS of $WORKERS worker(s) on $DEVICE_TARGET (node $NODE_RANK, master $MASTER_ADDR:$MASTER_PORT), logs in $LOG_DIR"
+msrun --worker_num="$WORKERS" --local_worker_num="$LOCAL_WORKERS" --master_addr="$MASTER_ADDR" \
+    --master_port="$MASTER_PORT" --node_rank="$NODE_RANK" --log_dir="$LOG_DIR" --join=True train.py "${ARGS[@]}"

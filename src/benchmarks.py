@@ -1,20 +1,19 @@
 """Benchmark test sets as (degraded input, clean target) pairs, the way papers build them.
 
 * SR: HR images are cropped top-left to a multiple of the scale (modcrop) and the LR is
-  made with MATLAB bicubic downsampling, or read from an EDSR-style ``LR_bicubic/X{s}``
-  folder when one exists.
+  made with MATLAB bicubic downsampling, or read from a paired folder (EDSR-style
+  ``HR/`` + ``LR_bicubic/X{s}``, ``LR/`` + ``HR/``...; see ``src.pairs``) when there is one.
 * Denoise: Gaussian noise with a per-image seed derived from the base seed and the
   image name, so every run and machine sees the same noisy images in any order.
-* Derain: Rain100L pairs, ``rainy/rain-NNN`` + ``norain-NNN`` (PReNet layout) or both
-  side by side.
+* Derain: any paired layout of ``src.pairs``: Rain100L's ``rainy/rain-NNN`` + ``norain-NNN``
+  (PReNet layout), Rain12's ``rain/`` + ``norain/``, both side by side, ``input/`` + ``target/``...
 
 Grayscale files stay single channel (``is_gray``) so they are scored on their own
-values; unreadable files are logged, skipped and listed in ``Benchmark.skipped``.
+values; unreadable or unpaired files are logged, skipped and listed in ``Benchmark.skipped``.
 """
 from __future__ import annotations
 
 import logging
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,9 @@ import numpy as np
 
 from src.degradations import add_gaussian_noise, bicubic_downsample, bicubic_upsample, modcrop
 from src.image_io import ImageReadError, list_images, read_image, to_rgb3
+from src.pairs import MissingScaleError, PairList, find_layout, find_pairs
 
 LOG = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATASETS_DIR = REPO_ROOT.parent / "shared" / "datasets"  # ../shared/datasets from the repo
 
 KINDS = ("sr", "denoise", "derain")
 
@@ -81,17 +78,23 @@ class Benchmark:
         self.root = Path(root)
         if not self.root.is_dir():
             raise NotADirectoryError(f"benchmark folder not found: {self.root}")
-        self.skipped: List[SkippedFile] = []
+        self._unpaired: List[SkippedFile] = []  # files find_pairs could not pair, set by _find_entries
         self._entries = self._find_entries()
+        self.skipped: List[SkippedFile] = list(self._unpaired)
 
     def _find_entries(self) -> list:
         raise NotImplementedError
+
+    def _pair_entries(self, found: PairList) -> List[Tuple[str, Path, Path]]:
+        """(name, input, target) entries of a paired folder; its unpaired files become skipped."""
+        self._unpaired = [SkippedFile(str(u.path), u.reason) for u in found.skipped]
+        return [(pair.name, pair.lq, pair.gt) for pair in found]
 
     def _load(self, entry) -> BenchmarkItem:
         raise NotImplementedError
 
     def __len__(self) -> int:
-        """Pairs found on disk (before any unreadable ones are skipped)."""
+        """Pairs found on disk (before any unreadable ones are skipped; unpaired files excluded)."""
         return len(self._entries)
 
     @property
@@ -101,7 +104,7 @@ class Benchmark:
 
     def __iter__(self) -> Iterator[BenchmarkItem]:
         """Yield items in sorted order; ``skipped`` is reset and refilled on each pass."""
-        self.skipped = []
+        self.skipped = list(self._unpaired)
         for entry in self._entries:
             try:
                 yield self._load(entry)
@@ -111,9 +114,11 @@ class Benchmark:
 
 
 class SRBenchmark(Benchmark):
-    """HR folder (LR made by MATLAB bicubic) or EDSR layout ``HR/`` + ``LR_bicubic/X{s}/``.
+    """HR folder (LR made by MATLAB bicubic) or a paired folder (``src.pairs``), e.g. EDSR's
+    ``HR/`` + ``LR_bicubic/X{s}/`` with ``{name}x{s}`` LR files.
 
-    With an ``HR/`` folder but no ``LR_bicubic/X{s}`` the LR is made from ``HR/`` images.
+    With an ``HR/`` folder but no LR folder, or an ``X{s}`` split without ``X{scale}``, the LR
+    is made from the HR images.
     """
 
     kind = "sr"
@@ -124,22 +129,20 @@ class SRBenchmark(Benchmark):
         self.scale = int(scale)
         super().__init__(root)
 
-    def _find_entries(self) -> List[Tuple[str, Path, Optional[Path]]]:
-        hr_dir = self.root / "HR"
-        lr_dir = self.root / "LR_bicubic" / f"X{self.scale}"
-        if not hr_dir.is_dir():
-            return [(_name_of(p, self.root), p, None) for p in list_images(self.root)]
-        entries = []
-        for hr in list_images(hr_dir):
-            lr = None
-            if lr_dir.is_dir():
-                rel = hr.relative_to(hr_dir)
-                lr = lr_dir / rel.parent / f"{hr.stem}x{self.scale}{hr.suffix}"
-            entries.append((_name_of(hr, hr_dir), hr, lr))
-        return entries
+    def _find_entries(self) -> List[Tuple[str, Optional[Path], Path]]:
+        layout = find_layout(self.root)
+        if layout is None:  # a folder of HR images, or an EDSR folder with HR/ only
+            hr_dir = self.root / "HR" if (self.root / "HR").is_dir() else self.root
+        else:
+            try:
+                return self._pair_entries(find_pairs(self.root, self.scale))
+            except MissingScaleError as err:
+                hr_dir = layout.gt_dir
+                LOG.info("%s; LR made by bicubic downsampling of %s", err, hr_dir)
+        return [(_name_of(p, hr_dir), None, p) for p in list_images(hr_dir)]
 
     def _load(self, entry) -> BenchmarkItem:
-        name, hr_path, lr_path = entry
+        name, lr_path, hr_path = entry
         s = self.scale
         hr = read_image(hr_path, keep_gray=True)
         if lr_path is None:
@@ -147,8 +150,6 @@ class SRBenchmark(Benchmark):
             if hr.shape[0] == 0 or hr.shape[1] == 0:
                 raise BenchmarkPairError(hr_path, f"smaller than the scale {s}")
             return BenchmarkItem(name, bicubic_downsample(hr, s), hr, hr.ndim == 2)
-        if not lr_path.is_file():
-            raise BenchmarkPairError(lr_path, f"missing LR file for {hr_path.name}")
         lr = read_image(lr_path, keep_gray=True)
         lh, lw = lr.shape[:2]
         if hr.shape[0] < lh * s or hr.shape[1] < lw * s:
@@ -190,33 +191,19 @@ class DenoiseBenchmark(Benchmark):
         return BenchmarkItem(name, noisy, clean, clean.ndim == 2)
 
 
-_RAIN_NAME = re.compile(r"^rain-(.+)$", re.IGNORECASE)
-
-
 class DerainBenchmark(Benchmark):
-    """Rain100L-style pairs: ``rain-ID`` (in ``rainy/`` or the root) with root ``norain-ID``."""
+    """(rainy, clean) pairs in any layout of ``src.pairs`` (Rain100L, Rain12, side by side...).
+
+    A folder with no paired layout, or an ambiguous one, raises ``src.pairs.PairLayoutError``.
+    """
 
     kind = "derain"
 
-    def _find_entries(self) -> List[Tuple[str, Path, Optional[Path]]]:
-        rainy_dir = self.root / "rainy"
-        if not rainy_dir.is_dir():
-            rainy_dir = self.root
-        clean_by_id = {}
-        for p in list_images(self.root, recursive=False):
-            if p.stem.lower().startswith("norain-"):
-                clean_by_id[p.stem[len("norain-"):]] = p
-        entries = []
-        for p in list_images(rainy_dir, recursive=False):
-            match = _RAIN_NAME.match(p.stem)
-            if match:
-                entries.append((p.stem, p, clean_by_id.get(match.group(1))))
-        return entries
+    def _find_entries(self) -> List[Tuple[str, Path, Path]]:
+        return self._pair_entries(find_pairs(self.root))
 
     def _load(self, entry) -> BenchmarkItem:
         name, rainy_path, clean_path = entry
-        if clean_path is None:
-            raise BenchmarkPairError(rainy_path, "no matching norain file")
         rainy = read_image(rainy_path, keep_gray=True)
         clean = read_image(clean_path, keep_gray=True)
         if rainy.shape[:2] != clean.shape[:2]:
@@ -260,13 +247,8 @@ def baseline_output(item: BenchmarkItem, kind: str, scale: int = 1) -> np.ndarra
     return out
 
 
-def crop_border_for(kind: str, scale: int = 1) -> int:
-    """The border excluded from scoring: ``scale`` pixels for SR, none otherwise."""
-    return int(scale) if kind == "sr" else 0
-
-
 __all__ = [
     "BenchmarkItem", "SkippedFile", "BenchmarkPairError", "Benchmark", "SRBenchmark",
     "DenoiseBenchmark", "DerainBenchmark", "open_benchmark", "baseline_output",
-    "crop_border_for", "noise_seed", "DATASETS_DIR",
+    "noise_seed",
 ]

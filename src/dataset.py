@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -36,6 +35,7 @@ from src.degradations import add_gaussian_noise, add_rain, bicubic_downsample
 from src.image_index import ImageIndex, open_index
 from src.image_io import ImageReadError, list_images, read_image
 from src.mindrecord_data import is_mindrecord_dir, mindrecord_dataset, open_mindrecord, read_all
+from src.pairs import find_pairs, has_pair_layout
 from src.tasks import Task, get_task
 
 LOG = logging.getLogger(__name__)
@@ -46,9 +46,6 @@ SAMPLE_STREAM = 1        # tag appended to per-sample seeds (see module docstrin
 IMAGE_STREAM = 2         # tag appended to per-group seeds
 MAX_REDRAWS = 8          # an undecodable image is replaced by a redraw from the same stream
 COLUMNS = ["lr", "hr", "task"]
-
-# (degraded folder, clean folder) names of the supported paired layouts, tried in order.
-PAIR_LAYOUTS: Tuple[Tuple[str, str], ...] = (("LR", "HR"), ("rainy", "norain"), ("input", "target"))
 
 TaskLike = Union[str, Task]
 Sample = Tuple[np.ndarray, np.ndarray]  # (degraded HWC, clean HWC), before CHW conversion
@@ -256,69 +253,30 @@ class SyntheticPairs:
 # ----------------------------------------------------------------------------- pairs
 
 
-_RAIN_PREFIX = re.compile(r"^(no)?rain[-_]", re.IGNORECASE)
-
-
-def _pair_key(path: Path, root: Path, scale: int = 1) -> str:
-    """Match key: relative stem without an EDSR ``x{scale}`` suffix or a ``rain-``/``norain-`` prefix."""
-    rel = path.relative_to(root).with_suffix("")
-    stem = _RAIN_PREFIX.sub("", rel.name)
-    if scale > 1 and stem.lower().endswith(f"x{scale}"):
-        stem = stem[: -len(f"x{scale}")]
-    return (rel.parent / stem).as_posix().lower()
-
-
-def find_pair_layout(root: Union[str, os.PathLike]) -> Optional[Tuple[Path, Path]]:
-    """(degraded dir, clean dir) when ``root`` holds one of PAIR_LAYOUTS, else None.
-
-    Also accepts the Rain100L/PReNet layout: ``rainy/`` inputs with clean ``norain-*`` in root.
-    """
-    root = Path(root)
-    for lq, gt in PAIR_LAYOUTS:
-        if (root / lq).is_dir() and (root / gt).is_dir():
-            return root / lq, root / gt
-    if (root / "rainy").is_dir() and any(p.name.lower().startswith("norain") for p in root.iterdir()):
-        return root / "rainy", root
-    return None
-
-
 class PairFolder:
     """Real (degraded, clean) pairs matched by file name, kept in RAM, cropped aligned.
 
-    For SR the clean image must be ``scale`` times the degraded one (extra HR rows/columns
-    from a non-multiple size are cut); an ``LR/X{s}`` sub-folder is used when present.
-    Unmatched, unreadable or misaligned files are logged and skipped.
+    The layouts and the name matching are those of ``src.pairs`` (shared with the benchmarks;
+    none or several layouts raise ``PairLayoutError``). For SR the clean image must be ``scale``
+    times the degraded one (extra HR rows/columns from a non-multiple size are cut); an
+    ``LR/X{s}`` sub-folder is used when present. Unmatched, unreadable or misaligned files are
+    logged and skipped.
     """
 
     def __init__(self, root: Union[str, os.PathLike], task: TaskLike, patch_size: int = PATCH_SIZE):
         self.root = Path(root)
         self.task = get_task(task) if isinstance(task, str) else task
         self.patch_size = patch_size
-        layout = find_pair_layout(self.root)
-        if layout is None:
-            raise FileNotFoundError(
-                f"{self.root}: no paired layout ({', '.join('/'.join(p) for p in PAIR_LAYOUTS)})")
-        lq_dir, gt_dir = layout
-        s = self.task.scale
-        if (lq_dir / f"X{s}").is_dir():
-            lq_dir = lq_dir / f"X{s}"
-        self.lq_dir, self.gt_dir = lq_dir, gt_dir
+        self.found = find_pairs(self.root, self.task.scale)
+        self.lq_dir, self.gt_dir = self.found.lq_dir, self.found.gt_dir
         self.pairs: List[Sample] = []
         self.names: List[str] = []
         self._load()
 
     def _load(self) -> None:
-        recursive = self.gt_dir != self.root  # PReNet layout: clean files sit next to rainy/
-        clean = {_pair_key(p, self.gt_dir): p for p in list_images(self.gt_dir, recursive=recursive)}
         s, p = self.task.scale, self.patch_size
-        skipped = 0
-        for lq_path in list_images(self.lq_dir):
-            key = _pair_key(lq_path, self.lq_dir, s)
-            gt_path = clean.get(key)
-            if gt_path is None:
-                LOG.warning("skipping %s: no clean file matching '%s' in %s", lq_path, key, self.gt_dir)
-                skipped += 1
-                continue
+        skipped = len(self.found.skipped)  # unpaired files, already logged by find_pairs
+        for name, lq_path, gt_path in self.found.pairs:
             try:
                 lq, gt = read_image(lq_path), read_image(gt_path)
             except ImageReadError as exc:
@@ -336,7 +294,7 @@ class PairFolder:
                 skipped += 1
                 continue
             self.pairs.append((lq, np.ascontiguousarray(gt[:lh * s, :lw * s])))
-            self.names.append(key)
+            self.names.append(name)
         LOG.info("loaded %d %s pairs from %s (%d skipped)", len(self.pairs), self.task.name,
                  self.root, skipped)
 
@@ -510,7 +468,7 @@ def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size
     if mode not in ("pretrain", "finetune"):
         raise ValueError(f"train_mode must be pretrain or finetune, not {mode!r}")
     active = None if mode == "pretrain" else [get_task(cfg.task)]
-    if mode == "finetune" and find_pair_layout(root) is not None:
+    if mode == "finetune" and has_pair_layout(root):
         source, kind = PairFolder(root, active[0], patch), "ram"
     else:
         if is_mindrecord_dir(root):
@@ -566,7 +524,7 @@ def create_train_dataset(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_si
 
 
 __all__ = [
-    "ImageStore", "RamImages", "FolderImages", "RecordSizes", "load_image_folder", "SyntheticPairs", "PairFolder",
-    "find_pair_layout", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
-    "resolve_data_path", "choose_source_kind", "COLUMNS", "PATCH_SIZE", "PAIR_LAYOUTS",
+    "ImageStore", "RamImages", "FolderImages", "RecordSizes", "load_image_folder", "SyntheticPairs",
+    "PairFolder", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
+    "resolve_data_path", "choose_source_kind", "COLUMNS", "PATCH_SIZE",
 ]

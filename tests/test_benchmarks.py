@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from src.benchmarks import (
-    DerainBenchmark, DenoiseBenchmark, SRBenchmark, baseline_output, crop_border_for,
-    open_benchmark,
+    DerainBenchmark, DenoiseBenchmark, SRBenchmark, baseline_output, open_benchmark,
 )
 from src.degradations import bicubic_downsample, imresize, modcrop
 from src.image_io import read_image, write_image
 from src.metrics import psnr, rgb_to_y, ssim
+from src.tasks import get_task
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -24,10 +24,10 @@ PUBLISHED_BICUBIC = {
 
 def _baseline_scores(dataset: str, scale: int):
     bench = open_benchmark(DATA / dataset, "sr", scale=scale)
+    crop = get_task(f"sr_x{scale}").crop_border
     scores = []
     for item in bench:
         out = baseline_output(item, "sr", scale)
-        crop = crop_border_for("sr", scale)
         scores.append((psnr(out, item.target, crop), ssim(out, item.target, crop)))
     assert not bench.skipped
     return np.mean(scores, axis=0)
