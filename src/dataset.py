@@ -33,7 +33,8 @@ import numpy as np
 
 from src.degradations import add_gaussian_noise, add_rain, bicubic_downsample
 from src.image_index import ImageIndex, open_index
-from src.image_io import ImageReadError, list_images, read_image
+from src.image_io import ImageReadError, read_image
+from src.image_store import FolderImages, ImageStore, RamImages, RecordSizes
 from src.mindrecord_data import is_mindrecord_dir, mindrecord_dataset, open_mindrecord, read_all
 from src.pairs import find_pairs, has_pair_layout
 from src.tasks import Task, get_task
@@ -60,95 +61,6 @@ def resolve_data_path(path: Union[str, os.PathLike]) -> Path:
     if p.exists() or p.is_absolute():
         return p
     return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
-
-
-class ImageStore:
-    """Random access to a corpus of clean images: sizes up front, pixels by index.
-
-    ``get(i)`` returns HWC uint8 RGB (gray replicated, alpha dropped, 16-bit scaled: all by
-    ``read_image``) or raises ImageReadError.
-    """
-
-    heights: np.ndarray
-    widths: np.ndarray
-    reports_failures = True   # False: the store logged its unreadable files already
-
-    def __len__(self) -> int:
-        return len(self.heights)
-
-    def get(self, i: int) -> np.ndarray:
-        raise NotImplementedError
-
-
-class RamImages(ImageStore):
-    """Every image decoded once and kept in RAM; images below ``min_size`` are not decoded."""
-
-    reports_failures = False
-
-    def __init__(self, images: Sequence[Optional[np.ndarray]], heights=None, widths=None,
-                 names: Optional[Sequence[str]] = None):
-        self.images = list(images)
-        known = [im for im in self.images if im is not None]
-        self.heights = np.asarray(heights if heights is not None else [im.shape[0] for im in known], np.int64)
-        self.widths = np.asarray(widths if widths is not None else [im.shape[1] for im in known], np.int64)
-        self.names = list(names) if names is not None else [f"#{i}" for i in range(len(self.images))]
-
-    @classmethod
-    def from_index(cls, index: ImageIndex, min_size: int = 0) -> "RamImages":
-        images: List[Optional[np.ndarray]] = []
-        unreadable = 0
-        for i in range(len(index)):
-            if min(index.widths[i], index.heights[i]) < min_size:
-                images.append(None)  # never eligible: not decoded
-                continue
-            try:
-                img = read_image(index.path(i))
-            except ImageReadError as exc:
-                LOG.warning("skipping %s", exc)
-                unreadable += 1
-                img = None
-            images.append(img)
-        LOG.info("decoded %d training images from %s into RAM (%d unreadable)",
-                 sum(im is not None for im in images), index.root, unreadable)
-        return cls(images, index.heights, index.widths, list(index.rel_paths()))
-
-    def get(self, i: int) -> np.ndarray:
-        img = self.images[i]
-        if img is None:
-            raise ImageReadError(self.names[i], "not decodable")
-        return img
-
-
-class FolderImages(ImageStore):
-    """Images decoded on demand from the folder (the index gives sizes): memory flat in N."""
-
-    def __init__(self, index: ImageIndex):
-        self.index = index
-        self.heights, self.widths = index.heights, index.widths
-
-    def get(self, i: int) -> np.ndarray:
-        return read_image(self.index.path(i))
-
-
-class RecordSizes(ImageStore):
-    """A MindRecord corpus as the sampler sees it: sizes only. Pixels arrive through the
-    MindDataset pipeline (src/mindrecord_data.py), in the order ``TrainBatches.plan`` drew."""
-
-    def __init__(self, index: ImageIndex, files: Sequence[str]):
-        self.index, self.files = index, list(files)
-        self.heights, self.widths = index.heights, index.widths
-
-    def get(self, i: int) -> np.ndarray:
-        raise RuntimeError("MindRecord images are read by mindrecord_dataset, not one by one")
-
-
-def load_image_folder(root: Union[str, os.PathLike], min_size: int = 0,
-                      index_path: Optional[Union[str, os.PathLike]] = None) -> RamImages:
-    """Decode every image under ``root`` (recursive) once, through the folder's cached index.
-
-    Files that are not images, truncated JPEGs and undecodable files are logged and skipped.
-    """
-    return RamImages.from_index(open_index(root, index_path), min_size)
 
 
 def _augment(img: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
@@ -524,7 +436,6 @@ def create_train_dataset(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_si
 
 
 __all__ = [
-    "ImageStore", "RamImages", "FolderImages", "RecordSizes", "load_image_folder", "SyntheticPairs",
-    "PairFolder", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
+    "SyntheticPairs", "PairFolder", "TrainBatches", "build_train_source", "create_train_dataset", "degrade",
     "resolve_data_path", "choose_source_kind", "COLUMNS", "PATCH_SIZE",
 ]

@@ -21,7 +21,7 @@ import time
 from functools import reduce
 from multiprocessing import get_context
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 

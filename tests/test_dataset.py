@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from src.config import load_config
-from src.dataset import (
-    FolderImages, PairFolder, RamImages, SyntheticPairs, TrainBatches, build_train_source, create_train_dataset,
-    load_image_folder,
-)
+from src.dataset import PairFolder, SyntheticPairs, TrainBatches, build_train_source, create_train_dataset
+from src.image_store import FolderImages, RamImages, load_image_folder
 from src.degradations import add_rain, bicubic_downsample, modcrop
 from src.tasks import PRETRAIN_ORDER, get_tasks
 
