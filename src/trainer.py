@@ -17,12 +17,10 @@ the network runs in float32 everywhere (float16 is slower than float32 on CPU).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import logging.handlers
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,19 +29,17 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
 
-from src.checkpoint import (CheckpointError, MODEL_KEYS, OPTIMIZER_PREFIX, checkpoint_tasks,
-                            load_checkpoint, load_params_strict, model_options, read_checkpoint,
-                            save_checkpoint)
+from src.checkpoint import CheckpointError, OPTIMIZER_PREFIX, save_checkpoint
 from src.config import Config
 from src.ipt import IPT
 from src.losses import IPTLoss
+from src.slots import QUERY_NAME
 from src.utils import fmt_seconds, setup_device
+from src.weights import (checkpoint_name, list_checkpoints, load_checkpoint, load_pretrained_task,
+                         prune_checkpoints, unfinished_checkpoints)
 
 LOG = logging.getLogger(__name__)
 RANK_LOG = logging.getLogger(__name__ + ".all_ranks")  # stays on for ranks > 0 (final digest)
-
-CKPT_PATTERN = re.compile(r"^ipt_step(\d{8})\.ckpt$")
-QUERY_NAME = "body.query_embed.weight"
 
 
 class TrainError(ValueError):
@@ -221,6 +217,21 @@ class SubsetAdam:
             param.set_data(Tensor(np.asarray(value.asnumpy(), np.float32)))
 
 
+_HYPER_MAP = ops.HyperMap()
+
+
+def clip_global_norm(grads, max_norm: float):
+    """torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when above."""
+    total = ops.sqrt(ops.addn(_HYPER_MAP(_square_sum, grads)))
+    coef = ops.minimum(max_norm / (total + 1e-6), 1.0)
+    return _HYPER_MAP(ops.partial(_scale, coef), grads)
+
+
+def scale_gradients(grads, factor):
+    """Every gradient times `factor` (undoing a static loss scale)."""
+    return _HYPER_MAP(ops.partial(_scale, factor), grads)
+
+
 # ----------------------------------------------------------------------------- parallel
 
 
@@ -297,7 +308,6 @@ class TaskStep(nn.Cell):
         self.gather = GatherTokens(rank, world_size) if distributed and loss_fn.weight > 0 else None
         self.reducer = nn.DistributedGradReducer(weights, mean=True, degree=world_size) if distributed else None
         self.all_reduce = ops.AllReduce() if distributed else None
-        self.hyper_map = ops.HyperMap()
         self.grad_fn = ms.value_and_grad(self.forward, None, weights, has_aux=True)
 
     def forward(self, lr, hr):
@@ -313,7 +323,7 @@ class TaskStep(nn.Cell):
             grads = self.reducer(grads)
             l1 = self.all_reduce(l1) / self.world  # for logging: the global batch's L1
         if self.scale != 1.0:
-            grads = self.hyper_map(ops.partial(_scale, self.inv_scale), grads)
+            grads = scale_gradients(grads, self.inv_scale)
         if self.clip > 0:
             grads = clip_global_norm(grads, self.clip)
         done = self.update(grads, lr_value)
@@ -337,15 +347,11 @@ class Trainer:
         self.compile_seconds: Dict[str, float] = {}  # task -> duration of its first (compiling) call
 
     def task_params(self, slot: int) -> Tuple[List[Parameter], Optional[Parameter]]:
-        """Parameters a step of task `slot` trains: the body, head[slot], tail[slot] (+ query table)."""
-        own_head, own_tail = f"head.{slot}.", f"tail.{slot}."
+        """Parameters a step of task `slot` trains: the body, head[slot], tail[slot], and the query
+        table, returned apart when only its row `slot` may move (a multi-query model)."""
         plain, masked = [], None
-        for p in self.model.trainable_params():
-            name = p.name
-            if (name.startswith("head.") and not name.startswith(own_head)) or \
-                    (name.startswith("tail.") and not name.startswith(own_tail)):
-                continue
-            if name == QUERY_NAME and self.row_masked:
+        for p in self.model.slot_params(slot):
+            if p.name == QUERY_NAME and self.row_masked:
                 masked = p
             else:
                 plain.append(p)
@@ -390,16 +396,6 @@ class Trainer:
         return extra
 
 
-_HYPER_MAP = ops.HyperMap()
-
-
-def clip_global_norm(grads, max_norm: float):
-    """torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when above."""
-    total = ops.sqrt(ops.addn(_HYPER_MAP(_square_sum, grads)))
-    coef = ops.minimum(max_norm / (total + 1e-6), 1.0)
-    return _HYPER_MAP(ops.partial(_scale, coef), grads)
-
-
 def weights_digest(model: nn.Cell) -> str:
     """SHA-256 of every parameter (name, shape, bytes): equal digests mean bit-identical weights."""
     h = hashlib.sha256()
@@ -422,47 +418,6 @@ def model_config(cfg) -> Config:
     raise TrainError(f"train_mode must be pretrain or finetune, not {mode!r}")
 
 
-def load_pretrained_task(model: IPT, path: str, cfg) -> None:
-    """Fill a single-task model from a (multi-task) checkpoint: shared body + that task's head,
-    tail and query row. One-line CheckpointError if the file lacks the task or doesn't fit."""
-    task = model.task_names[0]
-    params, meta = read_checkpoint(path)
-    tasks = checkpoint_tasks(meta)
-    if not tasks:
-        raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
-    if task not in tasks:
-        raise CheckpointError(f"{path} has no '{task}' task (it has: {', '.join(tasks)})")
-    if meta.get("ipt_model"):
-        saved, wanted = json.loads(meta["ipt_model"]), model_options(cfg)
-        for key in MODEL_KEYS:
-            if key != "num_queries" and key in saved and saved[key] != wanted[key]:
-                raise CheckpointError(f"{path} was made with {key}={saved[key]} but the config has "
-                                      f"{key}={wanted[key]} (pass the matching --config)")
-    k = tasks.index(task)
-    mapped = {}
-    for name, value in params.items():
-        m = re.match(r"^(head|tail)\.(\d+)\.(.*)$", name)
-        if m:
-            if int(m.group(2)) == k:
-                mapped[f"{m.group(1)}.0.{m.group(3)}"] = value
-            continue
-        if name == QUERY_NAME:
-            table = value.asnumpy()
-            row = k if table.shape[0] > 1 else 0
-            value = Parameter(Tensor(table[row:row + 1].copy()), name=name)
-        mapped[name] = value
-    load_params_strict(model, mapped, str(path))
-    LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, k, ",".join(tasks))
-
-
-def list_checkpoints(out_dir: Path) -> List[Tuple[int, Path]]:
-    """(step, path) of this run's checkpoints in out_dir, oldest first."""
-    if not out_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := CKPT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
 def _meta_number(meta: dict, key: str, kind=int):
     value = meta.get(key)
     if value is None:
@@ -480,7 +435,7 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
     out_dir = Path(cfg.out_dir)
     ckpts = list_checkpoints(out_dir)
     if cfg.resume:
-        stale = sorted(out_dir.glob(".ipt_step*.tmp*")) if rank == 0 and out_dir.is_dir() else []
+        stale = unfinished_checkpoints(out_dir) if rank == 0 else []
         for path in stale:  # a save killed mid-write; the checkpoint it was writing is not listed
             path.unlink()
         if stale:
@@ -648,18 +603,12 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
                      step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta))
             window_start, window_steps = time.perf_counter(), 0
         if rank == 0 and ((save_every > 0 and step % save_every == 0) or step == end):
-            path = save_checkpoint(model, out_dir / f"ipt_step{step:08d}.ckpt", mcfg,
+            path = save_checkpoint(model, out_dir / checkpoint_name(step), mcfg,
                                    extra=trainer.checkpoint_extra(step, lr_value))
-            _prune(out_dir, cfg.keep_last)
+            prune_checkpoints(out_dir, cfg.keep_last)
             LOG.info("saved %s", path)
     digest = weights_digest(model)
     RANK_LOG.info("rank %d finished at step %d, weights digest %s", rank, step, digest)
     return {"step": step, "digest": digest, "rank": rank, "losses": losses,
             "compile_seconds": dict(trainer.compile_seconds)}
 
-
-def _prune(out_dir: Path, keep_last: int) -> None:
-    if keep_last <= 0:
-        return
-    for _, path in list_checkpoints(out_dir)[:-keep_last]:
-        path.unlink()
