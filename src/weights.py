@@ -20,11 +20,17 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple, Union
 
 from src.config import REPO_ROOT, Config
 from src.slots import take_slots
 from src.tasks import Task
+
+if TYPE_CHECKING:  # annotations only: importing these loads MindSpore
+    from mindspore.nn import Cell
+    from src.ipt import IPT, TaskNet
+
+PathLike = Union[str, Path]
 
 LOG = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ def shipped_name(name: str) -> str:
     return f"{SHIPPED_PREFIX}{name}.ckpt"
 
 
-def default_checkpoint(task: Task, folder: Path = PRETRAINED_DIR) -> Optional[Path]:
+def default_checkpoint(task: Task, folder: PathLike = PRETRAINED_DIR) -> Optional[Path]:
     """The shipped weights for a task in `folder`, if any: its own fine-tuned file, else the
     six-task pre-trained one (what eval.py, restore.py and export.py use without --ckpt)."""
     for name in (shipped_name(task.name), shipped_name(PRETRAIN_SHIPPED)):
@@ -75,7 +81,7 @@ def checkpoint_name(step: int) -> str:
     return f"{CKPT_PREFIX}{int(step):0{CKPT_DIGITS}d}.ckpt"
 
 
-def list_checkpoints(out_dir: Path) -> List[Tuple[int, Path]]:
+def list_checkpoints(out_dir: PathLike) -> List[Tuple[int, Path]]:
     """(step, path) of a run's checkpoints in out_dir, oldest first."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -83,7 +89,7 @@ def list_checkpoints(out_dir: Path) -> List[Tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in out_dir.iterdir() if (m := CKPT_PATTERN.match(p.name)))
 
 
-def prune_checkpoints(out_dir: Path, keep_last: int) -> List[Path]:
+def prune_checkpoints(out_dir: PathLike, keep_last: int) -> List[Path]:
     """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns what was deleted."""
     if keep_last <= 0:
         return []
@@ -93,7 +99,7 @@ def prune_checkpoints(out_dir: Path, keep_last: int) -> List[Path]:
     return old
 
 
-def unfinished_checkpoints(out_dir: Path) -> List[Path]:
+def unfinished_checkpoints(out_dir: PathLike) -> List[Path]:
     """Temporary files of checkpoint saves that were killed mid-write (save_checkpoint's
     `.NAME.tmpPID.ckpt`); they are never listed as checkpoints."""
     out_dir = Path(out_dir)
@@ -101,7 +107,7 @@ def unfinished_checkpoints(out_dir: Path) -> List[Path]:
 
 
 # ----------------------------------------------------------------------------- loading
-def check_options(cfg: Config, meta: dict, path, ignore: Iterable[str] = ()) -> None:
+def check_options(cfg: Config, meta: dict, path: PathLike, ignore: Iterable[str] = ()) -> None:
     """Fail with the first model option that differs between the config and the checkpoint.
 
     `ignore`: options allowed to differ (fine-tuning takes one task's query row, so num_queries).
@@ -116,7 +122,7 @@ def check_options(cfg: Config, meta: dict, path, ignore: Iterable[str] = ()) -> 
                                   f"{key}={wanted[key]} (pass the matching --config)")
 
 
-def load_checkpoint(net, path, cfg: Optional[Config] = None) -> dict:
+def load_checkpoint(net: "Cell", path: PathLike, cfg: Optional[Config] = None) -> dict:
     """Strictly load a .ckpt into `net` (options checked against `cfg` when given, tasks against
     the model's); returns the file's metadata (step, tasks, optimizer state, ...)."""
     from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
@@ -133,7 +139,7 @@ def load_checkpoint(net, path, cfg: Optional[Config] = None) -> dict:
     return meta
 
 
-def load_task_model(cfg: Config, task: Task, path: Path):
+def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
     """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell.
 
     The model options are the config's when it names them (`--config`, `--key value`), else the
@@ -160,7 +166,7 @@ def load_task_model(cfg: Config, task: Task, path: Path):
     return model.task_net(task.name)
 
 
-def load_pretrained_task(model, path, cfg: Config) -> None:
+def load_pretrained_task(model: "IPT", path: PathLike, cfg: Config) -> None:
     """Fill a one-task model from a (multi-task) checkpoint: the shared body plus that task's head,
     tail and query row. One-line CheckpointError if the file lacks the task or does not fit."""
     import mindspore as ms
