@@ -17,13 +17,13 @@ import numpy as np
 
 from src.benchmarks import baseline_output, open_benchmark
 from src.checkpoint import CheckpointError
-from src.config import Config
+from src.config import Config, start_command
 from src.image_io import write_image
 from src.metrics import psnr, quantize, ssim
 from src.pairs import PairLayoutError
 from src.tasks import Task
 from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, report_result,
-                       run_command, setup_device, start_command, write_json)
+                       run_command, setup_device, write_json)
 
 LOG = logging.getLogger("eval")
 

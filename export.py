@@ -21,10 +21,10 @@ import numpy as np
 
 from src.checkpoint import CheckpointError
 from src.config import Config, parse_cli
-from src.exported import SUFFIXES, PATCH, check_export, export_cell, export_metadata, \
-    mindir_info
-from src.tasks import Task, get_task
+from src.exported import SUFFIXES, check_export, export_cell, export_metadata, mindir_info
+from src.tasks import PATCH, Task, get_task
 from src.utils import check_output_file, fail, publish, run_command, setup_device, setup_logging, short_reason
+from src.weights import resolve_checkpoint
 
 LOG = logging.getLogger("export")
 
@@ -107,7 +107,6 @@ def main(argv=None) -> int:
     if cfg.ckpt and Path(cfg.ckpt).suffix.lower() in (".mindir", ".onnx", ".air"):
         fail(f"--ckpt must be a .ckpt checkpoint; {cfg.ckpt} is already an export")
     setup_device(cfg)
-    from src.inference import resolve_checkpoint
     start = time.perf_counter()
     try:
         path = resolve_checkpoint(cfg, task)

@@ -22,9 +22,9 @@ import numpy as np
 from src.benchmarks import open_benchmark
 from src.checkpoint import CheckpointError
 from src.config import Config, parse_cli
-from src.exported import MANIFEST, PATCH, TILES_FORMAT, run_bin_folder
+from src.exported import MANIFEST, TILES_FORMAT, run_bin_folder
 from src.metrics import psnr, quantize, ssim
-from src.tasks import get_task
+from src.tasks import PATCH, get_task
 from src.utils import fail, report_result, run_command, setup_device, setup_logging
 
 LOG = logging.getLogger("postprocess")

@@ -20,12 +20,11 @@ import numpy as np
 
 from src.benchmarks import open_benchmark
 from src.checkpoint import CheckpointError
-from src.config import Config
-from src.exported import MANIFEST, PATCH, TILES_FORMAT, check_export, mindir_info
-from src.inference import tile_overlap
+from src.config import Config, start_command
+from src.exported import MANIFEST, TILES_FORMAT, check_export, mindir_info
 from src.pairs import PairLayoutError
-from src.tasks import Task
-from src.utils import Progress, fail, run_command, start_command
+from src.tasks import PATCH, Task
+from src.utils import Progress, fail, run_command
 
 LOG = logging.getLogger("preprocess")
 
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
     manifest = {
         "format": TILES_FORMAT, "task": task.name, "scale": task.scale,
         "data_path": str(Path(cfg.data_path).resolve()), "noise_seed": cfg.noise_seed,
-        "tiling": cfg.tiling, "tile_batch": batch, "tile_overlap": tile_overlap(cfg),
+        "tiling": cfg.tiling, "tile_batch": batch, "tile_overlap": tiler.overlap,
         "self_ensemble": cfg.self_ensemble,
         "input_shape": [batch, 3, PATCH, PATCH], "output_shape": [batch, 3, PATCH * task.scale, PATCH * task.scale],
         "dtype": "float32", "model": str(cfg.ckpt or ""),

@@ -21,7 +21,8 @@ import numpy as np
 
 from src.image_io import IMAGE_EXTENSIONS, ImageReadError, image_header, list_images, read_image, write_image
 from src.inference import check_image_budget, make_runner, make_tiler, restore_uint8
-from src.utils import Progress, check_output_dir, fail, fmt_seconds, run_command, setup_device, start_command
+from src.config import start_command
+from src.utils import Progress, check_output_dir, fail, fmt_seconds, run_command, setup_device
 
 LOG = logging.getLogger("restore")
 

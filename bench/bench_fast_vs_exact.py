@@ -17,6 +17,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from src.tiling import resolve_overlap  # noqa: E402
+
 DATASETS = ROOT.parent / "shared" / "datasets"
 CASES = [("sr_x2", "CSet5"), ("denoise_30", "CBSD68")]
 
@@ -72,8 +76,9 @@ def main() -> None:
               f"{r['psnr_diff']:>+8.3f} {r['exact_tiles']:>7.0f}/{r['fast_tiles']:<6.0f} "
               f"{r['exact_seconds_per_image']:>6.2f}/{r['fast_seconds_per_image']:<6.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"ckpt": args.ckpt, "limit": args.limit, "overlap": args.overlap,
-                                               "rows": rows}, indent=1))
+        # The overlap in force (a missing --overlap is the tiler's default, recorded as its number).
+        Path(args.json).write_text(json.dumps({"ckpt": args.ckpt, "limit": args.limit,
+                                               "overlap": resolve_overlap(args.overlap), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

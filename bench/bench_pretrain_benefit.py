@@ -34,17 +34,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_results import DATA, Status, rel, run_eval, subset_folder  # noqa: E402
+from src.tasks import TASKS, get_task  # noqa: E402
+from src.weights import checkpoint_name  # noqa: E402
 
 LOG = logging.getLogger("bench_pretrain_benefit")
 SETS = {"sr": ("Set5", "CSet5"), "denoise": ("CBSD68", "CBSD68"), "derain": ("Rain100L", "Rain100L")}
-TASK_KIND = {"sr_x2": "sr", "sr_x3": "sr", "sr_x4": "sr", "denoise_30": "denoise", "denoise_50": "denoise",
-             "derain": "derain"}
 STEP_LINE = re.compile(r"step (\d+)/(\d+) task \S+ loss \S+ \(l1 ([\d.]+).*ETA (\S+)")
 
 
 def train(label: str, cmd: List[str], out_dir: Path, steps: int, status: Status) -> Dict:
     """Run train.py (resuming whatever out_dir holds) unless it already reached `steps`."""
-    ckpt = out_dir / f"ipt_step{steps:08d}.ckpt"
+    ckpt = out_dir / checkpoint_name(steps)
     start = time.perf_counter()
     if ckpt.is_file():
         status.done(f"{label} already trained ({rel(ckpt)})")
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", required=True, help="multi-task pre-trained checkpoint (ipt_tiny)")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps of both runs")
-    parser.add_argument("--tasks", nargs="+", default=["sr_x2", "denoise_30"], choices=sorted(TASK_KIND))
+    parser.add_argument("--tasks", nargs="+", default=["sr_x2", "denoise_30"], choices=sorted(TASKS))
     parser.add_argument("--limit", type=int, default=10, help="first K benchmark images (0 = all)")
     parser.add_argument("--lr", type=float, default=1e-4, help="constant fine-tuning lr")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -118,11 +118,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = False
     try:
         for task in args.tasks:
-            label, folder = SETS[TASK_KIND[task]]
+            kind = get_task(task).kind
+            label, folder = SETS[kind]
             data = (ROOT / DATA / folder).resolve()
             if args.limit:
                 sub = work / "subsets" / folder
-                data = sub if sub.is_dir() else subset_folder(data, sub, args.limit, TASK_KIND[task])
+                data = sub if sub.is_dir() else subset_folder(data, sub, args.limit, kind)
             common = ["--task", task, "--data_path", str(data), "--metric", args.metric,
                       "--device_target", args.device_target]
             base = run_eval(f"{task:<10} baseline   eval", common + ["--baseline"],

@@ -86,7 +86,8 @@ def _model_cfg(args, model: str):
 def worker(args) -> dict:
     """Restore every image with each mode in this process; one compiled graph for all."""
     import mindspore as ms
-    from src.inference import CellRunner, load_task_model, make_tiler, restore_array
+    from src.inference import CellRunner, make_tiler, restore_array
+    from src.weights import load_task_model
     from src.ipt import IPT
     from src.utils import setup_device
     cfg = _model_cfg(args, args.model)

@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from src.image_io import list_images  # noqa: E402
 from src.pairs import find_pairs  # noqa: E402
+from src.tasks import TASKS, get_task  # noqa: E402
 from src.utils import write_text_atomic  # noqa: E402
+from src.weights import PRETRAIN_SHIPPED, default_checkpoint, shipped_name  # noqa: E402
 
 LOG = logging.getLogger("bench_results")
 DATA = "../shared/datasets"
@@ -51,7 +53,7 @@ ROWS: Tuple[Tuple[str, str, str], ...] = (
     ("denoise_30", "CBSD68", "CBSD68"), ("denoise_50", "CBSD68", "CBSD68"),
     ("derain", "Rain100L", "Rain100L"),
 )
-TASK_NAMES = ("sr_x2", "sr_x3", "sr_x4", "derain", "denoise_30", "denoise_50")
+TASK_NAMES = tuple(TASKS)
 PROGRESS = re.compile(r"eval (\d+)/(\d+) .*ETA (\S+)")
 
 
@@ -80,15 +82,6 @@ def subset_folder(src: Path, dst: Path, limit: int, kind: str) -> Path:
     for p in list_images(src)[:limit]:  # SR HR folders and clean denoising images
         link(p, p.relative_to(src))
     return dst
-
-
-# ----------------------------------------------------------------------------- weights
-def find_weights(ckpt_dir: Path, task: str) -> Optional[Path]:
-    """The file eval.py would use for `task` from `ckpt_dir` (src.inference.default_checkpoint's order)."""
-    for name in (f"ipt_tiny_{task}.ckpt", "ipt_tiny_pretrain.ckpt"):
-        if (ckpt_dir / name).is_file():
-            return ckpt_dir / name
-    return None
 
 
 # ----------------------------------------------------------------------------- one eval
@@ -221,14 +214,14 @@ def run_rows(rows: Sequence[Tuple[str, str, str]], ckpt_dir: Path, shipped: bool
         if limit:
             sub = work / "subsets" / folder
             data = sub if sub.is_dir() else subset_folder(data, sub, limit, "derain" if task == "derain" else "")
-        weights = find_weights(ckpt_dir, task)
+        weights = default_checkpoint(get_task(task), ckpt_dir)  # what eval.py picks from pretrained/
         row = {"task": task, "set": label, "data_path": f"{DATA}/{folder}", "images": 0, "limit": limit,
                "weights": rel(weights) if weights else None, "evals": {}}
         for model in ("baseline", "ours"):  # eval.py reports Y (IPT protocol) and RGB in one run
             n += 1
             name = f"[{n:2d}/{total}] {task:<10} {label:<8} {model:<8}"
             if model == "ours" and weights is None:
-                status.done(f"{name} skipped: no ipt_tiny_{task}.ckpt or ipt_tiny_pretrain.ckpt in {ckpt_dir}")
+                status.done(f"{name} skipped: no {shipped_name(task)} or {shipped_name(PRETRAIN_SHIPPED)} in {ckpt_dir}")
                 row["evals"][f"{model}_y"] = row["evals"][f"{model}_rgb"] = {"error": "no weights"}
                 continue
             eval_args = ["--task", task, "--data_path", str(data), "--metric", "y", "--device_target", device_target]

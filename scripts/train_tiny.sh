@@ -15,7 +15,13 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-ALL_TASKS="sr_x2,sr_x3,sr_x4,derain,denoise_30,denoise_50"
+# Names the Python code owns, asked from it (no copies here): the task list (src/tasks.py), the
+# checkpoint and shipped file names (src/weights.py). These imports do not load MindSpore.
+py() { (cd "$ROOT" && python -c "$@"); }
+ALL_TASKS="$(py 'from src.tasks import TASKS; print(",".join(TASKS))')" \
+    || { echo "error: python cannot import the project (src/): activate the venv" >&2; exit 2; }
+shipped_of() { py 'import sys; from src.weights import shipped_name; print(shipped_name(sys.argv[1]))' "$1"; }
+PRETRAIN_FILE="$(py 'from src.weights import PRETRAIN_SHIPPED, shipped_name; print(shipped_name(PRETRAIN_SHIPPED))')"
 
 usage() {
     cat >&2 <<EOF
@@ -26,7 +32,7 @@ options:
   --finetune_steps M       fine-tuning steps per task (default 700; L1 only, as the paper fine-tunes)
   --finetune_lr LR         fine-tuning lr at the start of its cosine decay to 1e-5 (default 1e-3)
   --tasks LIST             tasks to fine-tune and ship, comma-separated (default $ALL_TASKS)
-  --skip_finetune          ship the six-task pre-trained checkpoint only (ipt_tiny_pretrain.ckpt)
+  --skip_finetune          ship the six-task pre-trained checkpoint only ($PRETRAIN_FILE)
   --pretrain_dir DIR       pre-training run folder (default OUT_ROOT/pretrain), e.g. an existing run
   --ship_dir DIR           where the shipped files go (default pretrained)
   --device_target T        CPU (default), GPU or Ascend
@@ -92,16 +98,18 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 
 # ------------------------------------------------------------------ what will be written, checked first
-SHIPPED=("$SHIP_DIR/ipt_tiny_pretrain.ckpt")
-for t in "${TASK_LIST[@]}"; do SHIPPED+=("$SHIP_DIR/ipt_tiny_$t.ckpt"); done
+SHIPPED=("$SHIP_DIR/$PRETRAIN_FILE")
+for t in "${TASK_LIST[@]}"; do SHIPPED+=("$SHIP_DIR/$(shipped_of "$t")"); done
 if [ "$OVERWRITE" = 0 ] && [ "$DRY_RUN" = 0 ]; then
     for f in "${SHIPPED[@]}" "$SHIP_DIR/loss_curves.png" "$SHIP_DIR/TRAINING.txt"; do
         [ -e "$f" ] && die "$f exists; pass --overwrite to replace the shipped files (nothing was run)"
     done
 fi
 if [ "$SKIP_FINETUNE" = 1 ]; then
-    for f in "$SHIP_DIR"/ipt_tiny_{sr_x2,sr_x3,sr_x4,derain,denoise_30,denoise_50}.ckpt; do
-        [ -e "$f" ] && echo "warning: $f exists and takes precedence over ipt_tiny_pretrain.ckpt for its task" >&2
+    IFS=',' read -r -a EVERY_TASK <<< "$ALL_TASKS"
+    for t in "${EVERY_TASK[@]}"; do
+        f="$SHIP_DIR/$(shipped_of "$t")"
+        [ -e "$f" ] && echo "warning: $f exists and takes precedence over $PRETRAIN_FILE for its task" >&2
     done
 fi
 
@@ -120,18 +128,13 @@ note() {  # a line on the terminal and in OUT_ROOT/train_tiny.log
     [ "$DRY_RUN" = 1 ] || echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >> "$RUN_LOG"
 }
 
-latest_step() {  # newest checkpoint step in a run folder, 0 if none
-    local dir="$1" best=0 f n
-    for f in "$dir"/ipt_step*.ckpt; do
-        [ -e "$f" ] || continue
-        n="${f##*/ipt_step}"; n="${n%.ckpt}"
-        [[ "$n" =~ ^[0-9]{8}$ ]] || continue
-        n=$((10#$n)); [ "$n" -gt "$best" ] && best=$n
-    done
-    echo "$best"
+latest_step() {  # newest checkpoint step in a run folder, 0 if none (src/weights.py list_checkpoints)
+    py 'import sys; from src.weights import list_checkpoints; c = list_checkpoints(sys.argv[1]); print(c[-1][0] if c else 0)' "$1"
 }
 
-ckpt_of() { printf '%s/ipt_step%08d.ckpt' "$1" "$2"; }
+ckpt_of() {  # the checkpoint of step $2 in run folder $1 (src/weights.py checkpoint_name)
+    printf '%s/%s' "$1" "$(py 'import sys; from src.weights import checkpoint_name; print(checkpoint_name(int(sys.argv[1])))' "$2")"
+}
 
 # run_stage NAME DIR STEPS CMD...: train.py with --resume true unless DIR already holds step STEPS.
 run_stage() {
@@ -187,11 +190,11 @@ timed() {  # timed NAME CMD...: run and record like a stage
 }
 
 OW=(); [ "$OVERWRITE" = 1 ] && OW=(--overwrite)
-timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/ipt_tiny_pretrain.ckpt" "${OW[@]}"
+timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/$PRETRAIN_FILE" "${OW[@]}"
 LOGS=(--log "$PRETRAIN_DIR/train.log")
 for t in "${TASK_LIST[@]}"; do
     timed "ship-$t" python scripts/ship_weights.py --src "$(ckpt_of "$OUT_ROOT/$t" "$FINETUNE_STEPS")" \
-        --dst "$SHIP_DIR/ipt_tiny_$t.ckpt" "${OW[@]}"
+        --dst "$SHIP_DIR/$(shipped_of "$t")" "${OW[@]}"
     LOGS+=(--log "$OUT_ROOT/$t/train.log")
 done
 timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curves.png"

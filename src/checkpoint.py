@@ -1,15 +1,15 @@
-"""Checkpoints: written atomically with the model's description, loaded strictly.
+"""The .ckpt format: written atomically with the model's description, parameters loaded strictly.
 
 MindSpore's `load_param_into_net` skips missing and unexpected names without a word, so a 4-layer
 config would quietly run half of a 12-layer file. Every load here checks names and shapes both
 ways and says in one line what differs. Each file also records the tasks and model options it was
 made with (`ipt_tasks`, `ipt_model`), so a model can be built to fit a checkpoint and a mismatch
-is reported by option name rather than by tensor shape.
+is reported by option name rather than by tensor shape (src/weights.py: which file, and loading a
+model from it).
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -20,8 +20,6 @@ from mindspore import nn
 
 from src.config import Config
 from src.utils import publish, short_reason
-
-LOG = logging.getLogger(__name__)
 
 # The options that decide the network's parameters (and so must agree between config and file).
 MODEL_KEYS = ("n_feats", "n_colors", "patch_size", "patch_dim", "num_heads", "num_layers",
@@ -92,18 +90,6 @@ def checkpoint_tasks(meta: dict) -> Optional[list]:
     return meta["ipt_tasks"].split(",") if meta.get("ipt_tasks") else None
 
 
-def check_options(cfg: Config, meta: dict, path: str | Path) -> None:
-    """Fail with the first model option that differs between the config and the checkpoint."""
-    if not meta.get("ipt_model"):
-        return
-    saved = json.loads(meta["ipt_model"])
-    wanted = model_options(cfg)
-    for key in MODEL_KEYS:
-        if key in saved and saved[key] != wanted[key]:
-            raise CheckpointError(f"{path} was made with {key}={saved[key]} but the config has "
-                                  f"{key}={wanted[key]} (pass the matching --config)")
-
-
 def load_params_strict(net: nn.Cell, params: Dict[str, ms.Parameter], source: str) -> None:
     """Load every parameter of `net` from `params`, or fail naming the first difference."""
     own = {p.name: p for p in net.get_parameters()}
@@ -132,17 +118,3 @@ def _as_dtype(param: ms.Parameter, dtype) -> ms.Parameter:
         return param
     return ms.Parameter(ms.Tensor(param.asnumpy(), dtype), name=param.name, requires_grad=param.requires_grad)
 
-
-def load_checkpoint(net: nn.Cell, path: str | Path, cfg: Optional[Config] = None) -> dict:
-    """Strictly load a .ckpt into `net`; returns the file's metadata (step, tasks, ...)."""
-    params, meta = read_checkpoint(path)
-    if cfg is not None:
-        check_options(cfg, meta, path)
-    saved_tasks = checkpoint_tasks(meta)
-    own_tasks = getattr(net, "task_names", None)
-    if saved_tasks and own_tasks and tuple(saved_tasks) != tuple(own_tasks):
-        raise CheckpointError(f"{path} holds tasks {','.join(saved_tasks)}, the model was built for "
-                              f"{','.join(own_tasks)}")
-    load_params_strict(net, params, str(path))
-    LOG.info("loaded %s (tasks: %s)", path, ",".join(saved_tasks or own_tasks or ["?"]))
-    return meta

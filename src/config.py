@@ -10,14 +10,19 @@ against its declaration in src/config_schema.py before anything else happens.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Tuple
 
 import yaml
 
 from src.config_schema import OptionError, check_config
+from src.tasks import Task, get_task
+from src.utils import fail, setup_logging
 
+LOG = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATASETS_ROOT = REPO_ROOT.parent / "shared" / "datasets"  # the benchmarks, beside the repository
 DEFAULT_CONFIG = REPO_ROOT / "default_config.yaml"
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -37,9 +42,6 @@ class Config(dict):
 
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
-
-    def copy(self) -> "Config":
-        return Config(dict(self))
 
 
 def resolve_config_path(name: str) -> Path:
@@ -121,5 +123,23 @@ def parse_cli(argv: Optional[Iterable[str]] = None, description: str = "") -> Co
     try:
         return load_config(known.config, overrides)
     except ConfigError as err:
-        from src.utils import fail
         fail(str(err))
+
+
+def start_command(argv: Optional[Iterable[str]], description: str, need_data: bool = False) -> Tuple[Config, Task]:
+    """Common start of the inference commands: parse the CLI, set up logging, check the task
+    (and with `need_data` the benchmark folder, by default the task's standard one), so that every
+    mistake is one line before any work; returns (cfg, task)."""
+    cfg = parse_cli(argv, description=description)
+    setup_logging(cfg.log_level)
+    try:
+        task = get_task(cfg.task)
+    except ValueError as err:
+        fail(str(err))
+    if need_data:
+        if cfg.data_path is None:
+            cfg.data_path = str(DATASETS_ROOT / task.benchmark)
+            LOG.debug("no --data_path: scoring %s on %s", task.name, cfg.data_path)
+        if not Path(cfg.data_path).is_dir():
+            fail(f"data_path not found: {cfg.data_path}")
+    return cfg, task

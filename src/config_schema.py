@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
 
-from src.tasks import TASKS
+from src.tasks import PATCH, TASKS
+from src.tiling import DEFAULT_OVERLAP, MODES
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,10 @@ SCHEMA = {
     "task": Option("task", "the task an eval/restore/export/fine-tune run works on"),
     "ckpt": Option("str", "checkpoint (.ckpt; eval/restore also take .mindir / .onnx); '' = shipped"),
     # ---- inference
-    "tiling": Option("str", "fast | exact (the official stride-12 stitching)", choices=("fast", "exact")),
+    "tiling": Option("str", "fast | exact (the official stride-12 stitching)", choices=MODES),
     "tile_batch": Option("int", "tiles per network call", low=1, high=4096),
-    "tile_overlap": Option("int", "fast mode overlap in pixels; null = measured default", low=0, high=48,
-                           high_open=True, nullable=True),
+    "tile_overlap": Option("int", f"fast mode overlap in pixels; null = measured default ({DEFAULT_OVERLAP})",
+                           low=0, high=PATCH, high_open=True, nullable=True),
     "self_ensemble": Option("bool", "average the 8 flips/rotations (8x slower)"),
     "metric": Option("str", "y (IPT protocol) | rgb", choices=("y", "rgb")),
     "noise_seed": Option("int", "base seed of the benchmark noise", low=0),

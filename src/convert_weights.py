@@ -8,11 +8,11 @@ order of `src.tasks.PRETRAIN_ORDER`). Dropped on the way: the `position_ids` buf
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from src.slots import QUERY_NAME, count_slots, slot_key, take_slots
 from src.tasks import PRETRAIN_ORDER, get_task
 
 
@@ -20,22 +20,19 @@ class ConversionError(ValueError):
     """A file that is not an official IPT state dict, or that does not fit the chosen config."""
 
 
-_SLOT_KEY = re.compile(r"^(head|tail)\.(\d+)\.(.*)$")
-
-
 def file_slots(state: Dict[str, np.ndarray]) -> int:
     """How many task slots (heads) the state dict holds."""
-    return len({m.group(2) for k in state if (m := _SLOT_KEY.match(k)) and m.group(1) == "head"})
+    return count_slots(state)
 
 
 def tail_scale(state: Dict[str, np.ndarray], slot: int, n_feats: int) -> int:
     """The upscaling factor of a tail, read from its convolution shapes."""
-    first = state.get(f"tail.{slot}.0.0.weight")
+    first = state.get(slot_key("tail", slot, "0.0.weight"))
     if first is None:
         return 1
     if first.shape[0] == 9 * n_feats:
         return 3
-    return 4 if f"tail.{slot}.0.2.weight" in state else 2
+    return 4 if slot_key("tail", slot, "0.2.weight") in state else 2
 
 
 def source_slots(state: Dict[str, np.ndarray], tasks: Sequence[str], task: Optional[str]) -> List[int]:
@@ -67,7 +64,7 @@ def convert_state_dict(state: Dict[str, np.ndarray], expected: Dict[str, tuple],
         if found != wanted:
             raise ConversionError(f"the file's task slot {src} upscales x{found}, but {tasks[ours]} "
                                   f"needs x{wanted}")
-    out: Dict[str, np.ndarray] = {}
+    kept: Dict[str, np.ndarray] = {}
     for key, value in state.items():
         if key == "body.position_encoding.position_ids":
             continue
@@ -75,16 +72,8 @@ def convert_state_dict(state: Dict[str, np.ndarray], expected: Dict[str, tuple],
             if np.any(value):
                 raise ConversionError(f"'{key}' is non-zero: convert with --out_proj_bias true")
             continue
-        match = _SLOT_KEY.match(key)
-        if match:
-            src = int(match.group(2))
-            if src in slots:
-                out[f"{match.group(1)}.{slots.index(src)}.{match.group(3)}"] = value
-            continue
-        if key == "body.query_embed.weight":
-            queries = expected.get(key, (0,))[0]
-            value = value[slots] if queries == len(slots) and value.shape[0] > 1 else value[:queries]
-        out[key] = value
+        kept[key] = value
+    out = take_slots(kept, slots, expected.get(QUERY_NAME, (0,))[0])
     for key, shape in expected.items():
         if key not in out:
             raise ConversionError(f"the file lacks '{key}' (wrong config, e.g. num_layers?)")

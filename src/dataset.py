@@ -42,7 +42,7 @@ from src.tasks import Task, get_task
 LOG = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PATCH_SIZE = 48          # the network's input tile
+from src.tasks import PATCH as PATCH_SIZE  # noqa: E402  the network's input tile
 SAMPLE_STREAM = 1        # tag appended to per-sample seeds (see module docstring)
 IMAGE_STREAM = 2         # tag appended to per-group seeds
 MAX_REDRAWS = 8          # an undecodable image is replaced by a redraw from the same stream

@@ -17,12 +17,13 @@ import numpy as np
 
 from src.checkpoint import CheckpointError
 from src.config import Config
-from src.tasks import Task, get_task
+from src.slots import query_rows
+from src.tasks import PATCH, Task, get_task
 from src.utils import short_reason
+from src.weights import load_task_model
 
 LOG = logging.getLogger(__name__)
 
-PATCH = 48
 SUFFIXES = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
 MANIFEST = "ipt_manifest.json"  # preprocess.py's record of the tile files, read by postprocess.py
 TILES_FORMAT = "ipt-tiles-1"
@@ -38,11 +39,10 @@ def export_cell(cfg: Config, task: Task, path: Path):
     but the query table is indexed inside the graph and would go in whole: keep the task's row.
     """
     import mindspore as ms
-    from src.inference import load_task_model
     net = load_task_model(cfg, task, Path(path))
     model, body = net.model, net.model.body
     if getattr(body, "use_mlp", False) and model.num_queries > 1:
-        row = body.query_embed.weight.asnumpy()[net.slot:net.slot + 1]
+        row = query_rows(body.query_embed.weight, [net.slot], 1)
         body.query_embed.weight = ms.Parameter(ms.Tensor(np.ascontiguousarray(row)),
                                                name=body.query_embed.weight.name)
         model.num_queries = 1  # forward_slot now reads row 0, the task's own

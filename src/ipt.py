@@ -6,11 +6,12 @@ and cached, so in GRAPH_MODE each task's graph is compiled once and reused for e
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
-from mindspore import nn
+from mindspore import nn, Parameter
 
 from src.common import MeanShift, make_head, make_tail
+from src.slots import slot_of
 from src.tasks import Task, get_task, get_tasks
 from src.transformer import VisionTransformer, count_parameters
 
@@ -56,6 +57,11 @@ class IPT(nn.Cell):
             self._task_nets[key] = TaskNet(self, self.slot(task), with_tokens)
         return self._task_nets[key]
 
+    def slot_params(self, slot: int) -> List[Parameter]:
+        """The trainable parameters task `slot` runs on: the shared ones (body, query table) and its
+        own head and tail, in the model's order (a train step of the task updates exactly these)."""
+        return [p for p in self.trainable_params() if slot_of(p.name) in (None, slot)]
+
     def forward_slot(self, x, slot: int):
         """(B, 3, 48, 48) in 0..rgb_range -> ((B, 3, 48s, 48s), body tokens (B, L, E))."""
         x = self.sub_mean(x)
@@ -88,7 +94,3 @@ class TaskNet(nn.Cell):
             return out, tokens
         return out
 
-
-def build_model(cfg) -> IPT:
-    """Build IPT from a config (see default_config.yaml for the options)."""
-    return IPT(cfg)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Tuple
 
+PATCH = 48  # the network's only input size: IPT runs on 48x48 tiles (output 48s x 48s)
+
 
 @dataclass(frozen=True)
 class Task:

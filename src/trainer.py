@@ -1,14 +1,14 @@
 """IPT pre-training (all tasks, one task per step) and fine-tuning (one task), with exact resume.
 
-A step trains the shared body plus the drawn task's head, tail and query row, and nothing else:
-the optimizer (`SubsetAdam`) keeps one Adam state per parameter, as torch's Adam does, but each
-task's compiled step updates only its own parameters (and only its row of the query table), so
-the other tasks' weights and moments stay untouched instead of drifting on stale momentum.
+This module holds the train step, the loop and the run's log; the pieces it drives live apart:
+Adam and gradient clipping in src/optim.py (`SubsetAdam`: a step updates only the drawn task's
+head, tail and query row plus the body), data parallelism in src/parallel.py, checkpoint names,
+resume files and fine-tuning loads in src/weights.py.
 
 Each task's step is one cell (`TaskStep`: `mindspore.value_and_grad` over that task's parameters,
-then the update), compiled in GRAPH_MODE on first use and cached. Data parallelism splits every
-global batch over the ranks; the contrastive term sees the tokens of the whole global batch
-(all-gathered), so W ranks compute the same gradients as one process on the combined batch.
+then the update), compiled in GRAPH_MODE on first use and cached. In a data-parallel run the
+gradients are averaged over the ranks and the contrastive tokens all-gathered, so W ranks compute
+the same gradients as one process on the combined batch.
 
 `loss_scale` is a static scale (the loss is multiplied, the gradients divided before clipping and
 the update); it matters only for a float16 model on GPU/Ascend, which this code does not build:
@@ -17,33 +17,30 @@ the network runs in float32 everywhere (float16 is slower than float32 on CPU).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import logging.handlers
 import math
-import os
-import re
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
 
-from src.checkpoint import (CheckpointError, MODEL_KEYS, OPTIMIZER_PREFIX, checkpoint_tasks,
-                            load_checkpoint, load_params_strict, model_options, read_checkpoint,
-                            save_checkpoint)
+from src.checkpoint import CheckpointError, save_checkpoint
 from src.config import Config
 from src.ipt import IPT
 from src.losses import IPTLoss
-from src.utils import fmt_seconds, setup_device
+from src.optim import AdamStep, SubsetAdam, clip_global_norm, scale_gradients
+from src.parallel import GatherTokens, init_parallel
+from src.slots import QUERY_NAME
+from src.utils import fmt_seconds
+from src.weights import (checkpoint_name, list_checkpoints, load_checkpoint, load_pretrained_task,
+                         prune_checkpoints, unfinished_checkpoints)
 
 LOG = logging.getLogger(__name__)
 RANK_LOG = logging.getLogger(__name__ + ".all_ranks")  # stays on for ranks > 0 (final digest)
-
-CKPT_PATTERN = re.compile(r"^ipt_step(\d{8})\.ckpt$")
-QUERY_NAME = "body.query_embed.weight"
 
 
 class TrainError(ValueError):
@@ -66,209 +63,6 @@ def lr_at(step: int, cfg) -> float:
         frac = min(max(step, 0), cfg.steps) / max(cfg.steps, 1)
         return cfg.lr_min + 0.5 * (cfg.lr_max - cfg.lr_min) * (1.0 + math.cos(math.pi * frac))
     raise TrainError(f"lr_schedule must be cosine or constant, not {schedule!r}")
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-_adam = ops.MultitypeFuncGraph("subset_adam")
-_scale = ops.MultitypeFuncGraph("scale")
-_square_sum = ops.MultitypeFuncGraph("square_sum")
-
-
-@_scale.register("Tensor", "Tensor")
-def _scale_tensor(factor, grad):
-    return grad * factor
-
-
-@_square_sum.register("Tensor")
-def _square_sum_tensor(grad):
-    return ops.square(grad).sum()
-
-
-def _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
-    """torch.optim.Adam's arithmetic, written out (for the row-masked query table)."""
-    if weight_decay > 0:
-        grad = grad + weight_decay * param
-    t_new = t + 1.0
-    m_new = beta1 * m + (1.0 - beta1) * grad
-    v_new = beta2 * v + (1.0 - beta2) * grad * grad
-    bias1 = 1.0 - ops.pow(beta1, t_new)
-    bias2 = 1.0 - ops.pow(beta2, t_new)
-    denom = ops.sqrt(v_new) / ops.sqrt(bias2) + eps
-    return param - (lr / bias1) * m_new / denom, m_new, v_new, t_new
-
-
-_fused_adam = ops.Adam()
-
-
-@_adam.register("Number", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor",
-                "Tensor", "Tensor")
-def _adam_plain(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
-    """torch.optim.Adam through the fused kernel (one op instead of ~20: faster to compile and run).
-
-    The kernel adds eps to sqrt(v) before the bias correction; passing eps * sqrt(1 - beta2^t)
-    gives torch's lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps). L2 weight decay
-    is added to the gradient, as in torch's Adam.
-    """
-    if weight_decay > 0:
-        grad = grad + weight_decay * param
-    t_new = t + 1.0
-    b1_power = ops.pow(beta1, t_new).reshape(())
-    b2_power = ops.pow(beta2, t_new).reshape(())
-    eps_t = eps * ops.sqrt(1.0 - b2_power)
-    done = _fused_adam(param, m, v, b1_power, b2_power, lr, beta1, beta2, eps_t, grad)
-    return ops.depend(ops.assign(t, t_new), done)
-
-
-def _adam_rows(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad, rows):
-    """Adam on the rows where `rows` (R, 1) is True; other rows keep weights, moments and counts."""
-    p_new, m_new, v_new, t_new = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad)
-    ops.assign(m, ops.where(rows, m_new, m))
-    ops.assign(v, ops.where(rows, v_new, v))
-    ops.assign(t, ops.where(rows, t_new, t))
-    return ops.assign(param, ops.where(rows, p_new, param))
-
-
-class AdamStep(nn.Cell):
-    """The update of one task's parameters (a view on a SubsetAdam's state); construct(grads, lr).
-
-    `grads` follow `params`; a last, row-masked parameter (the shared query table) is optional.
-    """
-
-    def __init__(self, params, moments, sizes, masked, rows, hyper) -> None:
-        super().__init__()
-        self.params = ParameterTuple(params)
-        self.m = ParameterTuple(moments[0])
-        self.v = ParameterTuple(moments[1])
-        self.t = ParameterTuple(sizes)
-        self.n = len(params)
-        self.has_masked = masked is not None
-        if self.has_masked:
-            self.q = ParameterTuple([masked[0], masked[1], masked[2], masked[3]])
-            self.rows = Tensor(rows)
-        self.beta1, self.beta2, self.eps, self.weight_decay = hyper
-        self.hyper_map = ops.HyperMap()
-
-    def construct(self, grads, lr):
-        done = self.hyper_map(ops.partial(_adam, self.beta1, self.beta2, self.eps, self.weight_decay, lr),
-                              self.params, self.m, self.v, self.t, grads[:self.n])
-        if self.has_masked:
-            q_done = _adam_rows(self.beta1, self.beta2, self.eps, self.weight_decay, lr, self.q[0],
-                                self.q[1], self.q[2], self.q[3], grads[self.n], self.rows)
-            return ops.depend(done, q_done)
-        return done
-
-
-class SubsetAdam:
-    """Adam state for every trainable parameter of a model, updated task by task.
-
-    Like torch's Adam with parameters that got no gradient: a parameter (or query row) that a
-    step does not train keeps its value, its moments and its own step count (bias correction).
-    State names: `optimizer.m.<param>`, `optimizer.v.<param>`, `optimizer.step.<param>`.
-    """
-
-    def __init__(self, params: Sequence[Parameter], betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, row_counted: Sequence[str] = ()) -> None:
-        self.params = list(params)
-        self.hyper = (float(betas[0]), float(betas[1]), float(eps), float(weight_decay))
-        self.m: Dict[str, Parameter] = {}
-        self.v: Dict[str, Parameter] = {}
-        self.t: Dict[str, Parameter] = {}
-        for p in self.params:
-            self.m[p.name] = Parameter(Tensor(np.zeros(p.shape, np.float32)), name=f"{OPTIMIZER_PREFIX}m.{p.name}",
-                                       requires_grad=False)
-            self.v[p.name] = Parameter(Tensor(np.zeros(p.shape, np.float32)), name=f"{OPTIMIZER_PREFIX}v.{p.name}",
-                                       requires_grad=False)
-            count_shape = (p.shape[0], 1) if p.name in row_counted else (1,)
-            self.t[p.name] = Parameter(Tensor(np.zeros(count_shape, np.float32)),
-                                       name=f"{OPTIMIZER_PREFIX}step.{p.name}", requires_grad=False)
-
-    def step_cell(self, params: Sequence[Parameter], masked: Optional[Parameter] = None,
-                  row: int = 0) -> AdamStep:
-        """The update cell for `params` (+ row `row` of `masked`), sharing this optimizer's state."""
-        names = [p.name for p in params]
-        moments = ([self.m[n] for n in names], [self.v[n] for n in names])
-        sizes = [self.t[n] for n in names]
-        rows = None
-        q = None
-        if masked is not None:
-            n = masked.name
-            q = (masked, self.m[n], self.v[n], self.t[n])
-            rows = (np.arange(masked.shape[0]) == row).reshape(-1, 1)
-        return AdamStep(params, moments, sizes, q, rows, self.hyper)
-
-    def state(self) -> Dict[str, Tensor]:
-        """Every state tensor by its checkpoint name."""
-        out = {}
-        for table in (self.m, self.v, self.t):
-            out.update({p.name: Tensor(p.asnumpy()) for p in table.values()})
-        return out
-
-    def load_state(self, state: Dict[str, Tensor], source: str) -> None:
-        """Restore from checkpoint entries, strictly: every name present, same shapes, nothing extra."""
-        own = {p.name: p for table in (self.m, self.v, self.t) for p in table.values()}
-        missing = [n for n in own if n not in state]
-        extra = [n for n in state if n not in own]
-        if missing or extra:
-            what = f"lacks '{missing[0]}'" if missing else f"has unknown '{extra[0]}'"
-            raise CheckpointError(f"{source}: optimizer state {what} (not a checkpoint of this run's "
-                                  f"model and tasks?)")
-        for name, param in own.items():
-            value = state[name]
-            if tuple(value.shape) != tuple(param.shape):
-                raise CheckpointError(f"{source}: optimizer entry '{name}' has shape {tuple(value.shape)}, "
-                                      f"expected {tuple(param.shape)}")
-            param.set_data(Tensor(np.asarray(value.asnumpy(), np.float32)))
-
-
-# ----------------------------------------------------------------------------- parallel
-
-
-class GatherTokens(nn.Cell):
-    """All-gather of the body tokens over the ranks, in rank order (= global sample order).
-
-    Every rank then computes the same global contrastive loss, so the gradient for its own tokens
-    is just its slice of the incoming gradient; it is scaled by the world size because the
-    gradient reducer later averages over the ranks.
-    """
-
-    def __init__(self, rank: int, world_size: int) -> None:
-        super().__init__()
-        self.rank = rank
-        self.world_size = world_size
-        self.all_gather = ops.AllGather()
-
-    def construct(self, x):
-        return self.all_gather(x)
-
-    def bprop(self, x, out, dout):
-        n = x.shape[0]
-        return (dout[self.rank * n:(self.rank + 1) * n] * self.world_size,)
-
-
-def init_parallel(cfg) -> Tuple[int, int]:
-    """Device setup, plus communication and data-parallel context when `distribute` is on.
-
-    CPU/GPU runs are started by msrun (CPU uses mccl); Ascend also by a rank table with
-    RANK_TABLE_FILE/DEVICE_ID/RANK_ID set per process. Returns (rank, world_size).
-    """
-    if not cfg.distribute:
-        setup_device(cfg)
-        return 0, 1
-    from mindspore.communication import get_group_size, get_rank, init
-    if cfg.device_target != "CPU":
-        # Rank-table launch: DEVICE_ID per process; msrun: None lets MindSpore pick the local device.
-        device = os.environ.get("DEVICE_ID")
-        ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == "GRAPH" else ms.PYNATIVE_MODE)
-        ms.set_device(cfg.device_target, int(device) if device is not None else None)
-    else:
-        setup_device(cfg)
-    init()
-    rank, world = get_rank(), get_group_size()
-    ms.reset_auto_parallel_context()
-    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                 device_num=world)
-    return rank, world
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -297,7 +91,6 @@ class TaskStep(nn.Cell):
         self.gather = GatherTokens(rank, world_size) if distributed and loss_fn.weight > 0 else None
         self.reducer = nn.DistributedGradReducer(weights, mean=True, degree=world_size) if distributed else None
         self.all_reduce = ops.AllReduce() if distributed else None
-        self.hyper_map = ops.HyperMap()
         self.grad_fn = ms.value_and_grad(self.forward, None, weights, has_aux=True)
 
     def forward(self, lr, hr):
@@ -313,7 +106,7 @@ class TaskStep(nn.Cell):
             grads = self.reducer(grads)
             l1 = self.all_reduce(l1) / self.world  # for logging: the global batch's L1
         if self.scale != 1.0:
-            grads = self.hyper_map(ops.partial(_scale, self.inv_scale), grads)
+            grads = scale_gradients(grads, self.inv_scale)
         if self.clip > 0:
             grads = clip_global_norm(grads, self.clip)
         done = self.update(grads, lr_value)
@@ -337,15 +130,11 @@ class Trainer:
         self.compile_seconds: Dict[str, float] = {}  # task -> duration of its first (compiling) call
 
     def task_params(self, slot: int) -> Tuple[List[Parameter], Optional[Parameter]]:
-        """Parameters a step of task `slot` trains: the body, head[slot], tail[slot] (+ query table)."""
-        own_head, own_tail = f"head.{slot}.", f"tail.{slot}."
+        """Parameters a step of task `slot` trains: the body, head[slot], tail[slot], and the query
+        table, returned apart when only its row `slot` may move (a multi-query model)."""
         plain, masked = [], None
-        for p in self.model.trainable_params():
-            name = p.name
-            if (name.startswith("head.") and not name.startswith(own_head)) or \
-                    (name.startswith("tail.") and not name.startswith(own_tail)):
-                continue
-            if name == QUERY_NAME and self.row_masked:
+        for p in self.model.slot_params(slot):
+            if p.name == QUERY_NAME and self.row_masked:
                 masked = p
             else:
                 plain.append(p)
@@ -390,16 +179,6 @@ class Trainer:
         return extra
 
 
-_HYPER_MAP = ops.HyperMap()
-
-
-def clip_global_norm(grads, max_norm: float):
-    """torch.nn.utils.clip_grad_norm_: scale all gradients by max_norm / (norm + 1e-6) when above."""
-    total = ops.sqrt(ops.addn(_HYPER_MAP(_square_sum, grads)))
-    coef = ops.minimum(max_norm / (total + 1e-6), 1.0)
-    return _HYPER_MAP(ops.partial(_scale, coef), grads)
-
-
 def weights_digest(model: nn.Cell) -> str:
     """SHA-256 of every parameter (name, shape, bytes): equal digests mean bit-identical weights."""
     h = hashlib.sha256()
@@ -422,47 +201,6 @@ def model_config(cfg) -> Config:
     raise TrainError(f"train_mode must be pretrain or finetune, not {mode!r}")
 
 
-def load_pretrained_task(model: IPT, path: str, cfg) -> None:
-    """Fill a single-task model from a (multi-task) checkpoint: shared body + that task's head,
-    tail and query row. One-line CheckpointError if the file lacks the task or doesn't fit."""
-    task = model.task_names[0]
-    params, meta = read_checkpoint(path)
-    tasks = checkpoint_tasks(meta)
-    if not tasks:
-        raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
-    if task not in tasks:
-        raise CheckpointError(f"{path} has no '{task}' task (it has: {', '.join(tasks)})")
-    if meta.get("ipt_model"):
-        saved, wanted = json.loads(meta["ipt_model"]), model_options(cfg)
-        for key in MODEL_KEYS:
-            if key != "num_queries" and key in saved and saved[key] != wanted[key]:
-                raise CheckpointError(f"{path} was made with {key}={saved[key]} but the config has "
-                                      f"{key}={wanted[key]} (pass the matching --config)")
-    k = tasks.index(task)
-    mapped = {}
-    for name, value in params.items():
-        m = re.match(r"^(head|tail)\.(\d+)\.(.*)$", name)
-        if m:
-            if int(m.group(2)) == k:
-                mapped[f"{m.group(1)}.0.{m.group(3)}"] = value
-            continue
-        if name == QUERY_NAME:
-            table = value.asnumpy()
-            row = k if table.shape[0] > 1 else 0
-            value = Parameter(Tensor(table[row:row + 1].copy()), name=name)
-        mapped[name] = value
-    load_params_strict(model, mapped, str(path))
-    LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, k, ",".join(tasks))
-
-
-def list_checkpoints(out_dir: Path) -> List[Tuple[int, Path]]:
-    """(step, path) of this run's checkpoints in out_dir, oldest first."""
-    if not out_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := CKPT_PATTERN.match(p.name))]
-    return sorted(found)
-
-
 def _meta_number(meta: dict, key: str, kind=int):
     value = meta.get(key)
     if value is None:
@@ -480,7 +218,7 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
     out_dir = Path(cfg.out_dir)
     ckpts = list_checkpoints(out_dir)
     if cfg.resume:
-        stale = sorted(out_dir.glob(".ipt_step*.tmp*")) if rank == 0 and out_dir.is_dir() else []
+        stale = unfinished_checkpoints(out_dir) if rank == 0 else []
         for path in stale:  # a save killed mid-write; the checkpoint it was writing is not listed
             path.unlink()
         if stale:
@@ -648,18 +386,12 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: in
                      step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta))
             window_start, window_steps = time.perf_counter(), 0
         if rank == 0 and ((save_every > 0 and step % save_every == 0) or step == end):
-            path = save_checkpoint(model, out_dir / f"ipt_step{step:08d}.ckpt", mcfg,
+            path = save_checkpoint(model, out_dir / checkpoint_name(step), mcfg,
                                    extra=trainer.checkpoint_extra(step, lr_value))
-            _prune(out_dir, cfg.keep_last)
+            prune_checkpoints(out_dir, cfg.keep_last)
             LOG.info("saved %s", path)
     digest = weights_digest(model)
     RANK_LOG.info("rank %d finished at step %d, weights digest %s", rank, step, digest)
     return {"step": step, "digest": digest, "rank": rank, "losses": losses,
             "compile_seconds": dict(trainer.compile_seconds)}
 
-
-def _prune(out_dir: Path, keep_last: int) -> None:
-    if keep_last <= 0:
-        return
-    for _, path in list_checkpoints(out_dir)[:-keep_last]:
-        path.unlink()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 LOG = logging.getLogger("ipt")
-DATASETS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # ../shared/datasets of the repo
 
 
 def publish(tmp, path) -> None:
@@ -116,26 +115,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Stop a command with a one-line error (no traceback for a user's mistake)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def start_command(argv, description: str, need_data: bool = False):
-    """Common start of the inference commands: parse the CLI, set up logging, check the task
-    and the enumerated options; returns (cfg, task). Errors are one line."""
-    from src.config import parse_cli
-    from src.tasks import get_task
-    cfg = parse_cli(argv, description=description)
-    setup_logging(cfg.log_level)
-    try:
-        task = get_task(cfg.task)
-    except ValueError as err:
-        fail(str(err))
-    if need_data:
-        if cfg.data_path is None:
-            cfg.data_path = str(DATASETS_ROOT / task.benchmark)
-            LOG.debug("no --data_path: scoring %s on %s", task.name, cfg.data_path)
-        if not Path(cfg.data_path).is_dir():
-            fail(f"data_path not found: {cfg.data_path}")
-    return cfg, task
 
 
 def setup_device(cfg) -> None:

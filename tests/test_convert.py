@@ -6,11 +6,12 @@ import numpy as np
 import mindspore as ms
 import pytest
 
-from src.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from src.checkpoint import CheckpointError, read_checkpoint
 from src.config import load_config
 from src.convert_weights import ConversionError, convert_state_dict
 from src.ipt import IPT
 from src.pt_reader import load_pt_state_dict
+from src.weights import load_checkpoint
 from tests.conftest import REFERENCE, ROOT
 
 SMALL_PT = REFERENCE / "small_pretrain6.pt"

@@ -59,12 +59,69 @@ def test_unknown_or_absent_task_is_one_line_error():
         model.task_net("sr_x5")
 
 
+@pytest.fixture(scope="module")
+def plain_tiny():
+    """ipt_tiny sr_x2 with default options and fixed random weights, and a fixed input."""
+    ms.set_seed(0)
+    model = IPT(load_config("ipt_tiny", {"tasks": ["sr_x2"]}))
+    model.set_train(False)
+    x = ms.Tensor(np.random.default_rng(0).uniform(0, 255, (1, 3, 48, 48)).astype(np.float32))
+    return model, x
+
+
+def _zeroed(model, names):
+    """Set the named parameters to zero; returns their old values (for _restore)."""
+    params = {p.name: p for p in model.get_parameters()}
+    saved = {n: params[n].asnumpy().copy() for n in names}
+    for n in names:
+        params[n].set_data(ms.Tensor(np.zeros_like(saved[n])))
+    return saved
+
+
+def _restore(model, saved):
+    params = {p.name: p for p in model.get_parameters()}
+    for n, v in saved.items():
+        params[n].set_data(ms.Tensor(v))
+
+
+# What each official option removes, and the default model's parameters that, set to zero, remove
+# the same thing (None: not expressible as zero weights, as LayerNorm normalises whatever it gets).
+_NEUTRAL = {
+    "no_pos": ["body.position_encoding.pe.weight"],
+    "pos_every": ["body.position_encoding.pe.weight"],  # at every layer instead of once: equal at zero
+    "no_mlp": ["body.linear_encoding.weight", "body.linear_encoding.bias", "body.mlp_head.3.weight",
+               "body.mlp_head.3.bias", "body.query_embed.weight"],
+    "no_norm": None,
+}
+
+
 @pytest.mark.parametrize("option", ["pos_every", "no_pos", "no_mlp", "no_norm"])
-def test_official_options_build_and_run(option):
+def test_official_options_build_and_run(option, plain_tiny):
+    plain, x = plain_tiny
     cfg = load_config("ipt_tiny", {"tasks": ["sr_x2"], option: True})
     model = IPT(cfg)
-    out = model(ms.Tensor(np.random.default_rng(0).uniform(0, 255, (1, 3, 48, 48)).astype(np.float32)))
-    assert out.shape == (1, 3, 96, 96) and np.isfinite(out.asnumpy()).all()
+    model.set_train(False)
     names = {p.name for p in model.get_parameters()}
     assert ("body.query_embed.weight" in names) == (option != "no_mlp")
     assert ("body.position_encoding.pe.weight" in names) == (option != "no_pos")
+    assert any(".norm1." in n for n in names) == (option != "no_norm")
+    own = {p.name: p for p in plain.get_parameters()}
+    assert names <= set(own)  # an option only removes parameters
+    for p in model.get_parameters():  # the same weights as the plain model
+        p.set_data(ms.Tensor(own[p.name].asnumpy()))
+    out = model(x).asnumpy()
+    assert out.shape == (1, 3, 96, 96) and np.isfinite(out).all()
+    # The option changes the network: with the same weights the output differs from the plain model's ...
+    assert np.abs(out - plain(x).asnumpy()).max() > 0.1
+    if _NEUTRAL[option] is None:
+        return
+    # ... by exactly what it removes: with those weights at zero (in both models, where the option
+    # model has them too), the plain model gives the option model's output.
+    zero = _NEUTRAL[option]
+    saved_plain, saved_model = _zeroed(plain, zero), _zeroed(model, [n for n in zero if n in names])
+    try:
+        neutral, out = plain(x).asnumpy(), model(x).asnumpy()
+    finally:
+        _restore(plain, saved_plain)
+        _restore(model, saved_model)
+    np.testing.assert_allclose(out, neutral, rtol=0, atol=2e-3)

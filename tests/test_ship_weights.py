@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from src.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from src.checkpoint import read_checkpoint, save_checkpoint
 from src.config import load_config
 from src.ipt import IPT
+from src.weights import load_checkpoint
 from tests.conftest import load_script
 
 TASK = "sr_x2"

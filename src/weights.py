@@ -1,0 +1,186 @@
+"""Weight files: which checkpoint a command uses, and how one is loaded into a model.
+
+`src/checkpoint.py` is the .ckpt format (atomic save with the model's description, strict parameter
+load). This module owns everything above it, once:
+
+* the shipped weights (`pretrained/ipt_tiny_TASK.ckpt`, else the six-task `ipt_tiny_pretrain.ckpt`)
+  and the resolution of `--ckpt`;
+* loading: a checkpoint into a model built for it (model options and tasks checked by name), a
+  task's inference cell for a checkpoint, and one task of a multi-task file into a one-task model
+  for fine-tuning;
+* a training run's checkpoints: the file name `ipt_stepNNNNNNNN.ckpt`, listing, pruning, unfinished
+  writes of a killed save.
+
+MindSpore is imported only by the loaders, so start-up checks, bench scripts and shell scripts
+(`python -c "from src.weights import checkpoint_name"`) use the rest without its 3 s import.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple, Union
+
+from src.config import REPO_ROOT, Config
+from src.slots import take_slots
+from src.tasks import Task
+
+if TYPE_CHECKING:  # annotations only: importing these loads MindSpore
+    from mindspore.nn import Cell
+    from src.ipt import IPT, TaskNet
+
+PathLike = Union[str, Path]
+
+LOG = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- shipped weights
+PRETRAINED_DIR = REPO_ROOT / "pretrained"
+SHIPPED_PREFIX = "ipt_tiny_"
+PRETRAIN_SHIPPED = "pretrain"  # the six-task file's name part: ipt_tiny_pretrain.ckpt
+
+
+def shipped_name(name: str) -> str:
+    """File name of shipped weights: a task name, or `PRETRAIN_SHIPPED` for the six-task file."""
+    return f"{SHIPPED_PREFIX}{name}.ckpt"
+
+
+def default_checkpoint(task: Task, folder: PathLike = PRETRAINED_DIR) -> Optional[Path]:
+    """The shipped weights for a task in `folder`, if any: its own fine-tuned file, else the
+    six-task pre-trained one (what eval.py, restore.py and export.py use without --ckpt)."""
+    for name in (shipped_name(task.name), shipped_name(PRETRAIN_SHIPPED)):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def resolve_checkpoint(cfg: Config, task: Task) -> Path:
+    """--ckpt, or the shipped weights for the task; a one-line CheckpointError if there are none."""
+    if cfg.ckpt:
+        path = Path(cfg.ckpt)
+        if not path.is_file():
+            from src.checkpoint import CheckpointError
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return path
+    path = default_checkpoint(task)
+    if path is None:
+        from src.checkpoint import CheckpointError
+        raise CheckpointError(f"no --ckpt given and no shipped weights for {task.name} in {PRETRAINED_DIR.name}/")
+    LOG.info("no --ckpt given: using the shipped weights %s", path.relative_to(REPO_ROOT))
+    return path
+
+
+# ----------------------------------------------------------------------------- run checkpoints
+CKPT_PREFIX = "ipt_step"
+CKPT_DIGITS = 8
+CKPT_PATTERN = re.compile(rf"^{CKPT_PREFIX}(\d{{{CKPT_DIGITS}}})\.ckpt$")
+
+
+def checkpoint_name(step: int) -> str:
+    """The file name train.py gives the checkpoint of `step` (sortable: zero-padded)."""
+    return f"{CKPT_PREFIX}{int(step):0{CKPT_DIGITS}d}.ckpt"
+
+
+def list_checkpoints(out_dir: PathLike) -> List[Tuple[int, Path]]:
+    """(step, path) of a run's checkpoints in out_dir, oldest first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in out_dir.iterdir() if (m := CKPT_PATTERN.match(p.name)))
+
+
+def prune_checkpoints(out_dir: PathLike, keep_last: int) -> List[Path]:
+    """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns what was deleted."""
+    if keep_last <= 0:
+        return []
+    old = [path for _, path in list_checkpoints(out_dir)[:-keep_last]]
+    for path in old:
+        path.unlink()
+    return old
+
+
+def unfinished_checkpoints(out_dir: PathLike) -> List[Path]:
+    """Temporary files of checkpoint saves that were killed mid-write (save_checkpoint's
+    `.NAME.tmpPID.ckpt`); they are never listed as checkpoints."""
+    out_dir = Path(out_dir)
+    return sorted(out_dir.glob(f".{CKPT_PREFIX}*.tmp*")) if out_dir.is_dir() else []
+
+
+# ----------------------------------------------------------------------------- loading
+def check_options(cfg: Config, meta: dict, path: PathLike, ignore: Iterable[str] = ()) -> None:
+    """Fail with the first model option that differs between the config and the checkpoint.
+
+    `ignore`: options allowed to differ (fine-tuning takes one task's query row, so num_queries).
+    """
+    from src.checkpoint import MODEL_KEYS, CheckpointError, model_options
+    if not meta.get("ipt_model"):
+        return
+    saved, wanted = json.loads(meta["ipt_model"]), model_options(cfg)
+    for key in MODEL_KEYS:
+        if key not in ignore and key in saved and saved[key] != wanted[key]:
+            raise CheckpointError(f"{path} was made with {key}={saved[key]} but the config has "
+                                  f"{key}={wanted[key]} (pass the matching --config)")
+
+
+def load_checkpoint(net: "Cell", path: PathLike, cfg: Optional[Config] = None) -> dict:
+    """Strictly load a .ckpt into `net` (options checked against `cfg` when given, tasks against
+    the model's); returns the file's metadata (step, tasks, optimizer state, ...)."""
+    from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
+    params, meta = read_checkpoint(path)
+    if cfg is not None:
+        check_options(cfg, meta, path)
+    saved_tasks = checkpoint_tasks(meta)
+    own_tasks = getattr(net, "task_names", None)
+    if saved_tasks and own_tasks and tuple(saved_tasks) != tuple(own_tasks):
+        raise CheckpointError(f"{path} holds tasks {','.join(saved_tasks)}, the model was built for "
+                              f"{','.join(own_tasks)}")
+    load_params_strict(net, params, str(path))
+    LOG.info("loaded %s (tasks: %s)", path, ",".join(saved_tasks or own_tasks or ["?"]))
+    return meta
+
+
+def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
+    """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell.
+
+    The model options are the config's when it names them (`--config`, `--key value`), else the
+    checkpoint's own, so `--ckpt` alone runs any of this project's checkpoints.
+    """
+    from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
+    from src.ipt import IPT
+    params, meta = read_checkpoint(path)
+    tasks = checkpoint_tasks(meta) or list(cfg.tasks)
+    if task.name not in tasks:
+        raise CheckpointError(f"{path} holds tasks {','.join(tasks)}, not {task.name}")
+    cfg = Config(cfg, tasks=tasks)
+    if meta.get("ipt_model") is None and cfg.num_queries and cfg.num_queries != len(tasks):
+        cfg.num_queries = None
+    saved = json.loads(meta["ipt_model"]) if meta.get("ipt_model") else {}
+    if saved and cfg.get("config_path") is None and not set(cfg.get("overridden", ())) & set(saved):
+        cfg.update(saved)  # no model options given: take the checkpoint's own
+        LOG.info("model options from %s: %s", Path(path).name,
+                 " ".join(f"{k}={saved[k]}" for k in ("n_feats", "num_heads", "num_layers") if k in saved))
+    check_options(cfg, meta, path)
+    model = IPT(cfg)
+    load_params_strict(model, params, str(path))
+    model.set_train(False)
+    return model.task_net(task.name)
+
+
+def load_pretrained_task(model: "IPT", path: PathLike, cfg: Config) -> None:
+    """Fill a one-task model from a (multi-task) checkpoint: the shared body plus that task's head,
+    tail and query row. One-line CheckpointError if the file lacks the task or does not fit."""
+    import mindspore as ms
+    from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
+    task = model.task_names[0]
+    params, meta = read_checkpoint(path)
+    tasks = checkpoint_tasks(meta)
+    if not tasks:
+        raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
+    if task not in tasks:
+        raise CheckpointError(f"{path} has no '{task}' task (it has: {', '.join(tasks)})")
+    check_options(cfg, meta, path, ignore=("num_queries",))
+    k = tasks.index(task)
+    mapped = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
+              for name, value in take_slots(params, [k], n_queries=1).items()}
+    load_params_strict(model, mapped, str(path))
+    LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, k, ",".join(tasks))
