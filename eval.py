@@ -10,16 +10,15 @@ image), so every table has its reference row. `--ckpt` takes a .ckpt, .mindir or
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 
-from src.benchmarks import baseline_output, open_benchmark
+from src.benchmarks import open_benchmark
 from src.checkpoint import CheckpointError
 from src.config import Config, start_command
 from src.image_io import write_image
-from src.metrics import psnr, quantize, ssim
+from src.evaluation import means, score_all
 from src.pairs import PairLayoutError
 from src.tasks import Task
 from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, report_result,
@@ -39,32 +38,20 @@ def evaluate(cfg: Config, task: Task) -> dict:
         tiler = make_tiler(cfg, task, make_runner(cfg, task, Path(cfg.ckpt) if cfg.ckpt else None))
     save_dir = Path(cfg.save_dir) if cfg.save_dir else None
     rows, progress = [], Progress(len(bench), "eval", logger=LOG)
-    for item in bench:
-        start = time.perf_counter()
-        if tiler is None:
-            out = baseline_output(item, task.kind, task.scale)
-        else:
-            from src.inference import restore_array
-            out = restore_array(item.input, tiler)
-        seconds = time.perf_counter() - start
-        out = quantize(out)
-        row = {"name": item.name, "seconds": seconds}
-        for metric in ("y", "rgb"):  # both protocols are cheap next to the network
-            row[f"psnr_{metric}"] = psnr(out, item.target, task.crop_border, metric)
-            row[f"ssim_{metric}"] = ssim(out, item.target, task.crop_border, metric)
-        row["psnr"], row["ssim"] = row[f"psnr_{cfg.metric}"], row[f"ssim_{cfg.metric}"]
-        if tiler is not None:
-            row["tiles"] = tiler.stats.tiles
-        rows.append(row)
+
+    def keep(row: dict) -> None:
+        rows.append({k: v for k, v in row.items() if k != "output"})
         if cfg.json:  # kept as they come: an interrupted or failed run loses no scored image
             write_json(cfg.json, {"task": task.name, "data_path": cfg.data_path, "complete": False, "rows": rows})
-        LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", item.name, row["psnr"], row["ssim"], seconds)
+        LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", row["name"], row["psnr"], row["ssim"], row["seconds"])
         if save_dir:
             try:
-                write_image(save_dir / f"{item.name}.png", out.astype(np.uint8), overwrite=cfg.overwrite)
+                write_image(save_dir / f"{row['name']}.png", row["output"].astype(np.uint8), overwrite=cfg.overwrite)
             except OSError as err:
-                fail(f"cannot write {save_dir / item.name}.png: {err.strerror or err}")
+                fail(f"cannot write {save_dir / row['name']}.png: {err.strerror or err}")
         progress.update(len(rows))
+
+    score_all(bench, task, tiler, cfg.metric, on_row=keep)
     for skipped in bench.skipped:
         LOG.error("skipped %s: %s", skipped.path, skipped.reason)
     result = {
@@ -72,8 +59,7 @@ def evaluate(cfg: Config, task: Task) -> dict:
         "model": "baseline" if cfg.baseline else str(cfg.ckpt or "shipped"),
         "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": cfg.self_ensemble,
         "images": len(rows), "skipped": [s.path for s in bench.skipped],
-        **{key: float(np.mean([r[key] for r in rows])) if rows else float("nan")
-           for key in ("psnr", "ssim", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")},
+        **means(rows),
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else 0.0,
         "rows": rows,
     }

@@ -1,4 +1,4 @@
-"""Pre-train IPT on all tasks, or fine-tune it on one; the logic is in src/trainer.py.
+"""Pre-train IPT on all tasks, or fine-tune it on one; the loop is src/train_loop.py, the step src/trainer.py.
 
     python train.py --config ipt_tiny --steps 1000 --out_dir runs/tiny
     python train.py --train_mode finetune --task sr_x2 --pretrained runs/pre/ipt_step00300000.ckpt \\
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from src.checkpoint import CheckpointError
 from src.config import parse_cli
-from src.trainer import TrainError, fit
+from src.train_loop import fit
+from src.trainer import TrainError
 from src.utils import fail, run_command, setup_logging
 
 

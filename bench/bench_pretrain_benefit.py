@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
@@ -35,11 +34,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_results import DATA, Status, rel, run_eval, subset_folder  # noqa: E402
 from src.tasks import TASKS, get_task  # noqa: E402
+from src.train_loop import METRICS_FILE, read_metrics  # noqa: E402
 from src.weights import checkpoint_name  # noqa: E402
 
 LOG = logging.getLogger("bench_pretrain_benefit")
 SETS = {"sr": ("Set5", "CSet5"), "denoise": ("CBSD68", "CBSD68"), "derain": ("Rain100L", "Rain100L")}
-STEP_LINE = re.compile(r"step (\d+)/(\d+) task \S+ loss \S+ \(l1 ([\d.]+).*ETA (\S+)")
 
 
 def train(label: str, cmd: List[str], out_dir: Path, steps: int, status: Status) -> Dict:
@@ -55,11 +54,14 @@ def train(label: str, cmd: List[str], out_dir: Path, steps: int, status: Status)
             proc = subprocess.Popen(cmd + ["--resume", "true"], cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
             assert proc.stdout is not None
+            seen = 0
             for line in proc.stdout:
                 log.write(line)
-                m = STEP_LINE.search(line)
-                if m:
-                    status.update(f"{label} step {m.group(1)}/{m.group(2)} l1 {m.group(3)} ETA {m.group(4)}")
+                if (out_dir / METRICS_FILE).is_file():
+                    records = [r for r in read_metrics(out_dir) if r.get("kind") == "train"]
+                    if len(records) > seen:
+                        seen, last = len(records), records[-1]
+                        status.update(f"{label} step {last['step']}/{steps} l1 {last['l1']:.3f}")
             code = proc.wait()
         if code != 0 or not ckpt.is_file():
             tail = [ln for ln in (out_dir / "stdout.log").read_text(errors="replace").splitlines()
@@ -68,11 +70,9 @@ def train(label: str, cmd: List[str], out_dir: Path, steps: int, status: Status)
             return {"error": f"train.py exited with {code}", "log": str(out_dir / "stdout.log")}
         status.done(f"{label} trained {steps} steps in {time.perf_counter() - start:.0f} s")
     last_l1 = None
-    if (out_dir / "train.log").is_file():
-        for line in (out_dir / "train.log").read_text(errors="replace").splitlines():
-            m = STEP_LINE.search(line)
-            if m and int(m.group(1)) <= steps:
-                last_l1 = float(m.group(3))
+    if (out_dir / METRICS_FILE).is_file():
+        train_records = [r for r in read_metrics(out_dir) if r.get("kind") == "train" and r["step"] <= steps]
+        last_l1 = train_records[-1]["l1"] if train_records else None
     return {"ckpt": str(ckpt), "train_seconds": time.perf_counter() - start, "final_l1": last_l1}
 
 

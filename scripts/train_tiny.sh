@@ -191,11 +191,11 @@ timed() {  # timed NAME CMD...: run and record like a stage
 
 OW=(); [ "$OVERWRITE" = 1 ] && OW=(--overwrite)
 timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/$PRETRAIN_FILE" "${OW[@]}"
-LOGS=(--log "$PRETRAIN_DIR/train.log")
+LOGS=("$PRETRAIN_DIR")
 for t in "${TASK_LIST[@]}"; do
     timed "ship-$t" python scripts/ship_weights.py --src "$(ckpt_of "$OUT_ROOT/$t" "$FINETUNE_STEPS")" \
         --dst "$SHIP_DIR/$(shipped_of "$t")" "${OW[@]}"
-    LOGS+=(--log "$OUT_ROOT/$t/train.log")
+    LOGS+=("$OUT_ROOT/$t")
 done
 timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curves.png"
 

@@ -25,6 +25,7 @@ from src.utils import publish, short_reason
 MODEL_KEYS = ("n_feats", "n_colors", "patch_size", "patch_dim", "num_heads", "num_layers",
               "num_queries", "no_norm", "no_mlp", "no_pos", "out_proj_bias")
 OPTIMIZER_PREFIX = "optimizer."  # training state saved beside the weights (moments, step counts)
+EMA_PREFIX = "ema."              # the weights' moving average (--ema_decay), saved beside them
 
 
 class CheckpointError(ValueError):
@@ -62,10 +63,12 @@ def save_checkpoint(params: Dict[str, np.ndarray] | nn.Cell, path: str | Path, c
     return path
 
 
-def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
+def read_checkpoint(path: str | Path, use_ema: bool = False) -> Tuple[Dict[str, ms.Parameter], dict]:
     """Parameters and metadata of a .ckpt, with a one-line error for a missing or foreign file.
 
-    Entries named `optimizer.*` (training state) are returned in `meta["optimizer"]`.
+    Entries named `optimizer.*` (training state) are returned in `meta["optimizer"]`, and the
+    moving average `ema.*` of the weights in `meta["ema"]`. With ``use_ema`` a file that has
+    the average returns it as the weights (what inference, export and fine-tuning should use).
     """
     path = Path(path)
     if not path.is_file():
@@ -83,6 +86,13 @@ def read_checkpoint(path: str | Path) -> Tuple[Dict[str, ms.Parameter], dict]:
     meta.update({k: data.pop(k).asnumpy().item() for k in list(data)
                  if "." not in k and tuple(data[k].shape) == ()})
     meta["optimizer"] = {k: data.pop(k) for k in list(data) if k.startswith(OPTIMIZER_PREFIX)}
+    meta["ema"] = {k: data.pop(k) for k in list(data) if k.startswith(EMA_PREFIX)}
+    if use_ema and meta["ema"]:
+        for name, value in meta["ema"].items():
+            plain = name[len(EMA_PREFIX):]
+            if plain in data:
+                data[plain] = ms.Parameter(ms.Tensor(value.asnumpy()), name=plain)
+        meta["weights"] = "ema"
     return data, meta
 
 

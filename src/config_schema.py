@@ -128,6 +128,10 @@ SCHEMA = {
     "workers": Option("int", "data loader workers", low=1, high=256),
     "worker_processes": Option("bool", "data workers as processes; null = when streaming", nullable=True),
     "distribute": Option("bool", "data parallel over msrun workers"),
+    "val_path": Option("str", "validation images: default | DIR | task=DIR,...; null = off", nullable=True),
+    "val_every": Option("int", "validate every N steps; 0 = at every save_every", low=0),
+    "val_limit": Option("int", "first N images of each validation set; 0 = all", low=0),
+    "ema_decay": Option("float", "EMA of the weights; 0 = off", low=0, high=1, high_open=True),
     "stop_after": Option("int", "stop this run after N steps (resume later); 0 = run to steps", low=0),
     # ---- export
     "file_format": Option("str", "export format", choices=("MINDIR", "ONNX", "AIR"), upper=True),

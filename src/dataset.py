@@ -23,6 +23,7 @@ Small images are not dropped wholesale: an image serves the tasks whose HR patch
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -124,6 +125,10 @@ class SyntheticPairs:
         self._eligible: Dict[int, np.ndarray] = {}
         self._warned: set = set()
 
+    @property
+    def digest(self) -> str:
+        return self.store.digest + (self.streaks.digest if self.streaks is not None else "")
+
     def eligible(self, task: Task) -> np.ndarray:
         """Indices of images at least (patch * scale) on both sides."""
         if task.scale not in self._eligible:
@@ -209,6 +214,15 @@ class PairFolder:
             self.names.append(name)
         LOG.info("loaded %d %s pairs from %s (%d skipped)", len(self.pairs), self.task.name,
                  self.root, skipped)
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha1()
+        for (lq, gt), name in zip(self.pairs, self.names):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(lq).tobytes())
+            h.update(np.ascontiguousarray(gt).tobytes())
+        return h.hexdigest()
 
     def eligible(self, task: Task) -> np.ndarray:
         return np.arange(len(self.pairs) if task == self.task else 0, dtype=np.int64)
@@ -305,6 +319,12 @@ class TrainBatches:
     def __len__(self) -> int:
         return self.steps - self.start_step
 
+    @property
+    def data_digest(self) -> str:
+        """What the batches depend on besides the seed: the corpus and how it is sampled."""
+        key = f"{self.source.digest}|{self.crops_per_image}|{self.patch_size}|{[t.name for t in self.active]}"
+        return hashlib.sha1(key.encode()).hexdigest()
+
     def task_of(self, step: int) -> int:
         """Position in ``active`` of the task trained at ``step`` (same on every rank)."""
         return int(np.random.default_rng([self.seed, int(step)]).integers(len(self.active)))
@@ -387,7 +407,8 @@ def build_train_source(cfg, tasks: Sequence[TaskLike], rank: int = 0, world_size
             files, index = open_mindrecord(root)
             kind = choose_source_kind(cfg, index)
             if kind == "ram":
-                store = RamImages(read_all(files, index), index.heights, index.widths, list(index.rel_paths()))
+                store = RamImages(read_all(files, index), index.heights, index.widths, list(index.rel_paths()),
+                                  index.digest)
             else:
                 store, kind = RecordSizes(index, files), "mindrecord"
         else:

@@ -265,6 +265,14 @@ def write_image(path: PathLike, img: np.ndarray, overwrite: bool = False) -> Pat
     return path
 
 
+def has_images(root: PathLike) -> bool:
+    """True as soon as one image file is found under ``root`` (symlinked folders followed)."""
+    for _, _, files in os.walk(root, followlinks=True):
+        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not f.startswith(".") for f in files):
+            return True
+    return False
+
+
 def list_images(root: PathLike, recursive: bool = True) -> List[Path]:
     """Image files under ``root`` (extension match, case-insensitive), sorted by relative path."""
     root = Path(root)

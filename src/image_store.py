@@ -6,6 +6,7 @@ image list and sizes, and the keyed sampler in src/dataset.py draws the same ima
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import List, Optional, Sequence, Union
@@ -27,6 +28,7 @@ class ImageStore:
 
     heights: np.ndarray
     widths: np.ndarray
+    digest: str               # equal on every machine holding the same corpus (the index's digest)
     reports_failures = True   # False: the store logged its unreadable files already
 
     def __len__(self) -> int:
@@ -42,12 +44,18 @@ class RamImages(ImageStore):
     reports_failures = False
 
     def __init__(self, images: Sequence[Optional[np.ndarray]], heights=None, widths=None,
-                 names: Optional[Sequence[str]] = None):
+                 names: Optional[Sequence[str]] = None, digest: Optional[str] = None):
         self.images = list(images)
         known = [im for im in self.images if im is not None]
         self.heights = np.asarray(heights if heights is not None else [im.shape[0] for im in known], np.int64)
         self.widths = np.asarray(widths if widths is not None else [im.shape[1] for im in known], np.int64)
         self.names = list(names) if names is not None else [f"#{i}" for i in range(len(self.images))]
+        if digest is None:
+            h = hashlib.sha1()
+            for im in known:
+                h.update(np.ascontiguousarray(im).tobytes())
+            digest = h.hexdigest()
+        self.digest = digest
 
     @classmethod
     def from_index(cls, index: ImageIndex, min_size: int = 0) -> "RamImages":
@@ -66,7 +74,7 @@ class RamImages(ImageStore):
             images.append(img)
         LOG.info("decoded %d training images from %s into RAM (%d unreadable)",
                  sum(im is not None for im in images), index.root, unreadable)
-        return cls(images, index.heights, index.widths, list(index.rel_paths()))
+        return cls(images, index.heights, index.widths, list(index.rel_paths()), index.digest)
 
     def get(self, i: int) -> np.ndarray:
         img = self.images[i]
@@ -81,6 +89,7 @@ class FolderImages(ImageStore):
     def __init__(self, index: ImageIndex):
         self.index = index
         self.heights, self.widths = index.heights, index.widths
+        self.digest = index.digest
 
     def get(self, i: int) -> np.ndarray:
         return read_image(self.index.path(i))
@@ -93,6 +102,7 @@ class RecordSizes(ImageStore):
     def __init__(self, index: ImageIndex, files: Sequence[str]):
         self.index, self.files = index, list(files)
         self.heights, self.widths = index.heights, index.widths
+        self.digest = index.digest
 
     def get(self, i: int) -> np.ndarray:
         raise RuntimeError("MindRecord images are read by mindrecord_dataset, not one by one")

@@ -61,3 +61,28 @@ def init_parallel(cfg) -> Tuple[int, int]:
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=world)
     return rank, world
+
+
+class _AllGather(nn.Cell):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gather = ops.AllGather()
+
+    def construct(self, x):
+        return self.gather(x)
+
+
+def ranks_disagree(digest: str, world_size: int) -> list:
+    """The ranks whose ``digest`` (hex) differs from rank 0's; every rank gets the same answer.
+
+    Each rank may read its training data from its own disk (multi-node without a shared file
+    system), so their indexes are compared before the first step rather than assumed equal. The
+    digest travels as 16-bit words in float32 (exact), through one all-gather.
+    """
+    if world_size == 1:
+        return []
+    import numpy as np
+    from mindspore import Tensor
+    words = np.array([[int(digest[i:i + 4], 16) for i in range(0, 32, 4)]], dtype=np.float32)
+    everyone = _AllGather()(Tensor(words)).asnumpy().reshape(world_size, -1)
+    return [r for r in range(world_size) if not np.array_equal(everyone[r], everyone[0])]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import logging.handlers
 import math
 import time
 from pathlib import Path
@@ -28,16 +27,15 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
 
-from src.checkpoint import CheckpointError, save_checkpoint
+from src.checkpoint import CheckpointError
+from src.ema import EMA
 from src.config import Config
 from src.ipt import IPT
 from src.losses import IPTLoss
 from src.optim import AdamStep, SubsetAdam, clip_global_norm, scale_gradients
-from src.parallel import GatherTokens, init_parallel
+from src.parallel import GatherTokens
 from src.slots import QUERY_NAME
-from src.utils import fmt_seconds
-from src.weights import (checkpoint_name, list_checkpoints, load_checkpoint, load_pretrained_task,
-                         prune_checkpoints, unfinished_checkpoints)
+from src.weights import list_checkpoints, load_checkpoint, load_pretrained_task, unfinished_checkpoints
 
 LOG = logging.getLogger(__name__)
 RANK_LOG = logging.getLogger(__name__ + ".all_ranks")  # stays on for ranks > 0 (final digest)
@@ -126,6 +124,7 @@ class Trainer:
         self.row_masked = model.num_queries > 1 and any(p.name == QUERY_NAME for p in model.get_parameters())
         self.optimizer = SubsetAdam(model.trainable_params(), cfg.betas, cfg.eps,
                                     cfg.weight_decay, (QUERY_NAME,) if self.row_masked else ())
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
         self._steps: Dict[int, TaskStep] = {}
         self.compile_seconds: Dict[str, float] = {}  # task -> duration of its first (compiling) call
 
@@ -161,6 +160,8 @@ class Trainer:
         start = time.perf_counter()
         loss, l1, con = fn(Tensor(lr, ms.float32), Tensor(hr, ms.float32), Tensor(lr_value, ms.float32))
         values = float(loss.asnumpy()), float(l1.asnumpy()), float(con.asnumpy())
+        if self.ema is not None:
+            self.ema.update()
         if first:
             self.compile_seconds[self.model.tasks[slot].name] = time.perf_counter() - start
         return values
@@ -174,6 +175,8 @@ class Trainer:
         (a numeric append_dict value comes back as a Parameter and would break strict loading).
         """
         extra = dict(self.optimizer.state())
+        if self.ema is not None:
+            extra.update(self.ema.state())
         extra.update({"step": str(step), "seed": str(self.cfg.seed), "lr": repr(float(lr_value)),
                       "train_mode": str(self.cfg.train_mode)})
         return extra
@@ -240,16 +243,17 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
     return None
 
 
-def _check_cfg(cfg) -> None:
+def check_train_config(cfg) -> None:
     """What can be checked before anything is created (each value itself was checked by
     src/config_schema.py): the training images, the --pretrained file, a writable out_dir."""
     from src.dataset import resolve_data_path
-    from src.image_io import IMAGE_EXTENSIONS
+    from src.image_io import IMAGE_EXTENSIONS, has_images
+    from src.mindrecord_data import is_mindrecord_dir
     from src.utils import check_output_dir
     root = resolve_data_path(cfg.train_path)
     if not root.is_dir():
         raise TrainError(f"train_path not found: {cfg.train_path}")
-    if next((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS), None) is None:
+    if not is_mindrecord_dir(root) and not has_images(root):
         raise TrainError(f"train_path {cfg.train_path} holds no images ({'/'.join(sorted(IMAGE_EXTENSIONS))})")
     if cfg.pretrained and not Path(cfg.pretrained).is_file() and not cfg.resume:
         raise TrainError(f"pretrained checkpoint not found: {cfg.pretrained}")
@@ -259,40 +263,9 @@ def _check_cfg(cfg) -> None:
                     cfg.loss_scale)
 
 
-class RunLog:
-    """Rank 0's copy of the log in out_dir/train.log (appended on resume).
-
-    Records are buffered until `attach`: in a data-parallel run rank 0 must not write into out_dir
-    before every rank has checked that it may use it (the first step's collectives guarantee that).
-    """
-
-    def __init__(self, enabled: bool) -> None:
-        self.buffer = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1) \
-            if enabled else None
-        self.file: Optional[logging.Handler] = None
-        if self.buffer is not None:
-            logging.getLogger().addHandler(self.buffer)
-
-    def attach(self, out_dir: Path) -> None:
-        if self.buffer is None or self.file is not None:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.file = logging.FileHandler(out_dir / "train.log", mode="a")
-        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        self.buffer.setTarget(self.file)
-        self.buffer.flush()
-        logging.getLogger().removeHandler(self.buffer)
-        logging.getLogger().addHandler(self.file)
-
-    def close(self) -> None:
-        for handler in (self.buffer, self.file):
-            if handler is not None:
-                logging.getLogger().removeHandler(handler)
-                handler.close()
-
-
-def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int]:
-    """Model, trainer and first step: fresh, from --pretrained, or resumed from out_dir."""
+def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int, dict]:
+    """Model, trainer, first step and the resumed checkpoint's metadata ({} for a fresh run):
+    fresh, from --pretrained, or resumed from out_dir."""
     mcfg = model_config(cfg)
     resume_from = prepare_out_dir(cfg, rank)
     ms.set_seed(cfg.seed)
@@ -307,9 +280,14 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int]:
         if meta.get("train_mode") and str(meta["train_mode"]) != cfg.train_mode:
             raise TrainError(f"{resume_from} is a {meta['train_mode']} run, the config says {cfg.train_mode}")
         trainer.optimizer.load_state(meta["optimizer"], str(resume_from))
+        if trainer.ema is not None:
+            try:
+                trainer.ema.load_state(meta["ema"], str(resume_from))
+            except ValueError as err:
+                raise TrainError(str(err)) from None
         start = _meta_number(meta, "step")
         LOG.info("resuming from %s at step %d", resume_from, start)
-        return mcfg, model, trainer, start
+        return mcfg, model, trainer, start, meta
     if cfg.pretrained:
         if cfg.train_mode == "finetune":
             load_pretrained_task(model, cfg.pretrained, mcfg)
@@ -320,78 +298,4 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int]:
     if cfg.train_mode == "finetune" and cfg.lr_schedule != "constant":
         LOG.info("lr_schedule %s; the paper fine-tunes with a constant 2e-5 (--lr_schedule constant)",
                  cfg.lr_schedule)
-    return mcfg, model, trainer, 0
-
-
-def fit(cfg) -> dict:
-    """Train as configured (see default_config.yaml, training section); returns a summary dict."""
-    _check_cfg(cfg)
-    rank, world = init_parallel(cfg)
-    if rank != 0:  # only rank 0 reports progress
-        logging.getLogger().setLevel(logging.WARNING)
-        RANK_LOG.setLevel(logging.INFO)
-    run_log = RunLog(enabled=rank == 0)
-    try:
-        mcfg, model, trainer, start = build_run(cfg, rank, world)
-        if world == 1:
-            run_log.attach(Path(cfg.out_dir))
-        return _train(cfg, mcfg, model, trainer, start, rank, world, run_log)
-    finally:
-        run_log.close()
-
-
-def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, rank: int, world: int,
-           run_log: RunLog) -> dict:
-    from src.dataset import create_train_dataset
-
-    steps = cfg.steps
-    end = steps if not cfg.stop_after else min(steps, start + cfg.stop_after)
-    if start >= steps:
-        LOG.info("nothing to do: the run already reached step %d of %d", start, steps)
-        return {"step": start, "digest": weights_digest(model), "rank": rank, "losses": []}
-    try:
-        dataset = create_train_dataset(cfg, model.task_names, rank=rank, world_size=world, start_step=start)
-    except (ValueError, OSError) as err:
-        raise TrainError(f"training data: {err}") from None
-    LOG.info("%s: %s, tasks %s, %d params, global batch %d on %d rank(s), steps %d..%d of %d, out_dir %s",
-             cfg.train_mode, cfg.config_path, ",".join(model.task_names), model.num_parameters(),
-             cfg.batch_size, world, start, end, steps, cfg.out_dir)
-
-    out_dir = Path(cfg.out_dir)
-    log_every, save_every = max(cfg.log_every, 1), cfg.save_every
-    losses: List[Tuple[int, str, float, float, float]] = []
-    window_start, window_steps = time.perf_counter(), 0
-    step = start
-    for lr_batch, hr_batch, slot in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
-        if step >= end:
-            break
-        slot, task = int(slot), model.task_names[int(slot)]
-        lr_value = lr_at(step, cfg)
-        compiled = len(trainer.compile_seconds)
-        loss, l1, con = trainer.train_step(slot, lr_batch, hr_batch, lr_value)
-        if len(trainer.compile_seconds) > compiled:
-            LOG.info("compiled the %s train step (first call %.1f s)", task, trainer.compile_seconds[task])
-        if not math.isfinite(loss):
-            raise TrainError(f"loss is {loss} at step {step + 1} (task {task}): lower lr_max/lr_min or "
-                             f"set grad_clip")
-        step += 1
-        window_steps += 1
-        losses.append((step, task, loss, l1, con))
-        run_log.attach(out_dir)  # every rank has passed its out_dir check once a step is done
-        if step % log_every == 0 or step == end:
-            now = time.perf_counter()
-            rate = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
-            eta = (end - step) * (now - window_start) / max(window_steps, 1)
-            LOG.info("step %d/%d task %s loss %.4f (l1 %.4f contrastive %.4f) lr %.3g %.1f samples/s ETA %s",
-                     step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta))
-            window_start, window_steps = time.perf_counter(), 0
-        if rank == 0 and ((save_every > 0 and step % save_every == 0) or step == end):
-            path = save_checkpoint(model, out_dir / checkpoint_name(step), mcfg,
-                                   extra=trainer.checkpoint_extra(step, lr_value))
-            prune_checkpoints(out_dir, cfg.keep_last)
-            LOG.info("saved %s", path)
-    digest = weights_digest(model)
-    RANK_LOG.info("rank %d finished at step %d, weights digest %s", rank, step, digest)
-    return {"step": step, "digest": digest, "rank": rank, "losses": losses,
-            "compile_seconds": dict(trainer.compile_seconds)}
-
+    return mcfg, model, trainer, 0, {}

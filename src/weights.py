@@ -76,6 +76,11 @@ CKPT_DIGITS = 8
 CKPT_PATTERN = re.compile(rf"^{CKPT_PREFIX}(\d{{{CKPT_DIGITS}}})\.ckpt$")
 
 
+def best_checkpoint_name(task: str) -> str:
+    """The best validated weights of a task in a run folder (never pruned)."""
+    return f"best_{task}.ckpt"
+
+
 def checkpoint_name(step: int) -> str:
     """The file name train.py gives the checkpoint of `step` (sortable: zero-padded)."""
     return f"{CKPT_PREFIX}{int(step):0{CKPT_DIGITS}d}.ckpt"
@@ -147,7 +152,9 @@ def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
     """
     from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
     from src.ipt import IPT
-    params, meta = read_checkpoint(path)
+    params, meta = read_checkpoint(path, use_ema=True)
+    if meta.get("weights") == "ema":
+        LOG.info("%s: using its moving average of the weights (trained with --ema_decay)", Path(path).name)
     tasks = checkpoint_tasks(meta) or list(cfg.tasks)
     if task.name not in tasks:
         raise CheckpointError(f"{path} holds tasks {','.join(tasks)}, not {task.name}")
@@ -172,7 +179,7 @@ def load_pretrained_task(model: "IPT", path: PathLike, cfg: Config) -> None:
     import mindspore as ms
     from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
     task = model.task_names[0]
-    params, meta = read_checkpoint(path)
+    params, meta = read_checkpoint(path, use_ema=True)
     tasks = checkpoint_tasks(meta)
     if not tasks:
         raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
