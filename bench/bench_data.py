@@ -1,8 +1,8 @@
 """Training-data throughput and memory: the shipped folder from RAM, or a generated ImageNet-size corpus streamed.
 
     python bench/bench_data.py [--batch 8] [--seconds 3] [--rounds 2] [--json out.json]
-    python bench/bench_data.py --corpus 1000,10000,50000 [--train_steps 30 --train_corpus 20000]
-                               [--keep DIR] [--json bench/data_corpus.json]
+    python bench/bench_data.py --corpus 1000,10000,50000 [--mindrecord 10000]
+                               [--train_steps 30 --train_corpus 20000] [--keep DIR] [--json bench/data_corpus.json]
 
 Without ``--corpus``: pre-training batches (all six tasks) from ../shared/datasets/train decoded
 into RAM, the source called directly and through GeneratorDataset worker threads/processes.
@@ -13,7 +13,8 @@ or a text file named .JPEG, as in ImageNet) are generated once under a temp fold
 For each N, in a fresh process: the index build time (and the cached re-open), streamed
 samples/s in this process and with 1 and 2 worker processes, and the peak memory of the whole
 process tree, workers included (RSS summed, and PSS, which counts shared pages once).
-``--train_steps`` then runs train.py (ipt_tiny, batch 8) on the ``--train_corpus`` folder and
+``--mindrecord N`` converts the N-file corpus with scripts/make_mindrecord.py's writer and compares
+its MindDataset pipeline with the folder's, same workers. ``--train_steps`` then runs train.py (ipt_tiny, batch 8) on the ``--train_corpus`` folder and
 reports wall time and peak tree memory.
 """
 from __future__ import annotations
@@ -239,10 +240,47 @@ RAM_SETTINGS = [("0 workers (direct)", 0, False, 1), ("1 worker", 1, False, 1),
                 ("2 worker threads", 2, False, 1), ("2 worker processes", 2, True, 1)]
 
 
+MINDRECORD_SETTINGS = [("MindRecord, 1 worker process, 4 crops/image", 1, True, 4),
+                       ("MindRecord, 2 worker processes, 4 crops/image", 2, True, 4),
+                       ("folder, 1 worker process, 4 crops/image", 1, True, 4),
+                       ("folder, 2 worker processes, 4 crops/image", 2, True, 4)]
+
+
+def measure_mindrecord(folder: Path, batch: int, seconds: float) -> dict:
+    """Convert the folder to MindRecord (timed), then the same pipelines from both, alternating."""
+    from src.dataset import build_train_source
+    from src.image_index import open_index
+    from src.mindrecord_data import write_mindrecord
+    work = Path(tempfile.mkdtemp(prefix="bench-mr-"))
+    try:
+        index = open_index(folder, work / "index.npz")
+        t0 = time.perf_counter()
+        write_mindrecord(index, work / "mr", shards=8, workers=os.cpu_count() or 1)
+        convert_s = time.perf_counter() - t0
+        size_mb = sum(p.stat().st_size for p in (work / "mr").iterdir()) / 2 ** 20
+        rows = []
+        for label, workers, processes, crops in MINDRECORD_SETTINGS:
+            path = work / "mr" if label.startswith("MindRecord") else folder
+            cfg = load_config("ipt_tiny", overrides={
+                "train_path": str(path), "batch_size": batch, "steps": 1000000, "data_source": "stream",
+                "data_index": str(work / "index.npz"), "crops_per_image": crops, "workers": workers})
+            source = build_train_source(cfg, PRETRAIN_ORDER)
+            res = _rate_dataset(cfg, source, seconds, processes)
+            res.update(label=label, workers=workers, samples_per_s=res["steps"] * batch / res["seconds"])
+            rows.append(res)
+            LOG.info("  %-46s %7.0f samples/s (start-up %.1f s)", label, res["samples_per_s"], res["startup_s"])
+        return {"images": len(index), "convert_s": convert_s, "mindrecord_mb": size_mb, "rates": rows}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _child(folder: str, batch: int, seconds: float, kind: str) -> None:
     """One measurement in this fresh process; the parent samples our tree's memory."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     LOG.setLevel(logging.INFO)
+    if kind == "mindrecord":
+        print(json.dumps(measure_mindrecord(Path(folder), batch, seconds)), flush=True)
+        return
     settings = STREAM_SETTINGS if kind == "stream" else RAM_SETTINGS
     print(json.dumps(measure_folder(Path(folder), batch, seconds, kind, settings)), flush=True)
 
@@ -295,6 +333,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per setting")
     parser.add_argument("--corpus", default="", help="comma-separated corpus sizes to generate and stream")
     parser.add_argument("--keep", default="", help="generate the corpus here and keep it (default: a temp folder)")
+    parser.add_argument("--mindrecord", type=int, default=0,
+                        help="also convert a corpus of this size to MindRecord and compare its pipeline")
     parser.add_argument("--train_steps", type=int, default=0, help="also time train.py for this many steps")
     parser.add_argument("--train_corpus", type=int, default=20000, help="corpus size of the train.py run")
     parser.add_argument("--json", default="", help="write the results to this file")
@@ -313,7 +353,7 @@ def main(argv=None) -> dict:
         sizes = sorted(int(n) for n in args.corpus.split(","))
         base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-corpus-"))
         base.mkdir(parents=True, exist_ok=True)
-        largest = max(sizes + ([args.train_corpus] if args.train_steps else []))
+        largest = max(sizes + ([args.train_corpus] if args.train_steps else []) + [args.mindrecord])
         result["generate_s"] = make_corpus(base, largest)
         result["corpus"] = []
         for n in sizes:
@@ -324,6 +364,10 @@ def main(argv=None) -> dict:
                      "(%d processes)", row["index_build_s"], row["index_reopen_s"], row["images"], row["skipped"],
                      row["peak_tree"]["rss_mb"], row["peak_tree"]["pss_mb"], row["peak_tree"]["processes"])
             result["corpus"].append(row)
+        if args.mindrecord:
+            LOG.info("MindRecord against the folder, %d files", args.mindrecord)
+            result["mindrecord"] = run_measured(me + ["--_child", str(corpus_view(base, args.mindrecord)),
+                                                      "mindrecord"], env=env)
         if args.train_steps:
             LOG.info("train.py: %d steps of ipt_tiny, batch %d, on %d files", args.train_steps, args.batch,
                      args.train_corpus)

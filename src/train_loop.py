@@ -3,8 +3,8 @@
 `fit(cfg)` is what train.py calls. The step itself (gradients, update) is `Trainer` in
 src/trainer.py; this module decides when to log, validate and save, and keeps the run folder:
 
-    out_dir/ipt_step{N:08d}.ckpt   rolling checkpoints (weights, Adam state, EMA, best-so-far, ...)
-    out_dir/best_{task}.ckpt       the best validated weights per task (the EMA when it is on)
+    out_dir/<checkpoint_name(N)>   rolling checkpoints (weights, Adam state, EMA, best-so-far, ...)
+    out_dir/<best_checkpoint_name(task)>  the best validated weights per task (the EMA when it is on)
     out_dir/metrics.jsonl          one JSON object per logged step and per validated task
     out_dir/train.log              the text log, for people
 

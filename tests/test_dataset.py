@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from src.config import load_config
-from src.dataset import PairFolder, SyntheticPairs, TrainBatches, build_train_source, create_train_dataset
+from src.dataset import TrainBatches, build_train_source, create_train_dataset
+from src.train_sources import PairFolder, SyntheticPairs
 from src.image_store import FolderImages, RamImages, load_image_folder
 from src.degradations import add_rain, bicubic_downsample, modcrop
 from src.tasks import PRETRAIN_ORDER, get_tasks

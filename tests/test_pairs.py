@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from src.benchmarks import DerainBenchmark, SRBenchmark
-from src.dataset import PairFolder
+from src.train_sources import PairFolder
 from src.metrics import psnr
 from src.pairs import (LAYOUTS, MissingScaleError, PairLayoutError, find_pairs, has_pair_layout)
 from tests.conftest import run_cli
