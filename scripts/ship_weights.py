@@ -95,9 +95,11 @@ def ship(src: Path, dst: Path, overwrite: bool = False, max_total_mb: float = 25
         raise ShipError(f"{dst} exists; pass --overwrite to replace it")
     if src.resolve() == dst.resolve():
         raise ShipError("--src and --dst are the same file")
-    params, meta = read_checkpoint(src)
+    params, meta = read_checkpoint(src, use_ema=True)  # a run with --ema_decay ships its average
     if not params:
         raise ShipError(f"{src} holds no model weights")
+    if meta.get("weights") == "ema":
+        LOG.info("%s: shipping its moving average of the weights (--ema_decay)", src.name)
     tasks = meta.get("ipt_tasks")
     if not tasks:
         raise ShipError(f"{src} has no task list (ipt_tasks) in its metadata: not a checkpoint of this project")
@@ -106,7 +108,7 @@ def ship(src: Path, dst: Path, overwrite: bool = False, max_total_mb: float = 25
     for name in too_large:
         LOG.warning("%s has values beyond float16's range: kept in float32", name)
     dropped_opt = len(meta.get("optimizer") or {})
-    dropped_meta = sorted(k for k in meta if k not in KEEP_META and k != "optimizer")
+    dropped_meta = sorted(k for k in meta if k not in KEEP_META and k not in ("optimizer", "ema", "weights"))
     extra = {k: str(meta[k]) for k in KEEP_META if meta.get(k)}  # keep the source's strings verbatim
 
     dst.parent.mkdir(parents=True, exist_ok=True)
