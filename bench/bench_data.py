@@ -200,7 +200,8 @@ def _rate_dataset(cfg, source, seconds: float, processes: bool) -> dict:
         if time.perf_counter() - start >= seconds:
             break
     elapsed = time.perf_counter() - start
-    iterator.stop()
+    getattr(iterator, "stop", None) and iterator.stop()
+    getattr(iterator, "close", None) and iterator.close()
     return {"steps": steps, "seconds": elapsed, "startup_s": start - t0}
 
 

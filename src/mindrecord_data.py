@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import time
-from functools import reduce
 from multiprocessing import get_context
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
@@ -182,23 +181,59 @@ class _DecodeAndCrop:
         return self.batches.batch(int(step), images=images)
 
 
-def mindrecord_dataset(batches, files: Sequence[str], workers: int, processes: bool = True):
-    """The batches of ``batches`` (a TrainBatches over the records' sizes), read from MindRecord."""
+MAX_SEGMENT_STEPS = 20000  # steps planned (and read by one MindDataset) at a time
+
+
+def _segment_pipeline(batches, files: Sequence[str], first: int, last: int, workers: int, processes: bool):
+    """One MindDataset pipeline for steps [first, last): its records in plan order, batched per
+    step, zipped with the step numbers, decoded and cropped by a (multiprocess) map."""
     import mindspore.dataset as ds
 
-    first, last = batches.start_step, batches.steps
     plan = [i for step in range(first, last) for i in batches.plan(step)]
-    per_step = len(batches.groups)
-    total = len(batches.source.store)
-    chunks = [ds.MindDataset(list(files), columns_list=["data", "nbytes"], sampler=ds.SubsetSampler(plan[a:a + total]),
-                             num_parallel_workers=max(1, min(workers, 4)))
-              for a in range(0, len(plan), total)]
-    records = reduce(lambda a, b: a + b, chunks).batch(per_step)
+    records = ds.MindDataset(list(files), columns_list=["data", "nbytes"], sampler=ds.SubsetSampler(plan),
+                             num_parallel_workers=max(1, min(workers, 4))).batch(len(batches.groups))
     steps = ds.GeneratorDataset(_StepNumbers(first, last), column_names=["step"], shuffle=False)
     return ds.zip((records, steps)).map(
-        operations=_DecodeAndCrop(batches), input_columns=["data", "nbytes", "step"], output_columns=["lr", "hr", "task"],
-        num_parallel_workers=max(1, workers), python_multiprocessing=bool(processes))
+        operations=_DecodeAndCrop(batches), input_columns=["data", "nbytes", "step"],
+        output_columns=["lr", "hr", "task"], num_parallel_workers=max(1, workers),
+        python_multiprocessing=bool(processes))
+
+
+class MindRecordBatches:
+    """The batches of a TrainBatches over a MindRecord corpus, read through MindSpore pipelines.
+
+    The plan is made a segment at a time (SubsetSampler takes at most one index per record, and
+    planning a whole 300k-step run up front would take minutes): each segment is one pipeline,
+    built when the previous one is used up. Same interface as a dataset for the training loop.
+    """
+
+    def __init__(self, batches, files: Sequence[str], workers: int, processes: bool = True):
+        self.batches, self.files = batches, list(files)
+        self.workers, self.processes = workers, processes
+        per_step = max(1, len(batches.groups))
+        self.segment = max(1, min(MAX_SEGMENT_STEPS, len(batches.source.store) // per_step))
+
+    def get_col_names(self) -> List[str]:
+        return ["lr", "hr", "task"]
+
+    def segments(self) -> List[Tuple[int, int]]:
+        first, last = self.batches.start_step, self.batches.steps
+        return [(a, min(a + self.segment, last)) for a in range(first, last, self.segment)]
+
+    def create_tuple_iterator(self, num_epochs: int = 1, output_numpy: bool = True):
+        for first, last in self.segments():
+            pipeline = _segment_pipeline(self.batches, self.files, first, last, self.workers, self.processes)
+            rows = pipeline.create_tuple_iterator(num_epochs=1, output_numpy=output_numpy)
+            try:
+                yield from rows
+            finally:
+                rows.stop()  # the workers of a segment end with it (also when the loop stops early)
+
+
+def mindrecord_dataset(batches, files: Sequence[str], workers: int, processes: bool = True) -> MindRecordBatches:
+    """The batches of ``batches`` (a TrainBatches over the records' sizes), read from MindRecord."""
+    return MindRecordBatches(batches, files, workers, processes)
 
 
 __all__ = ["write_mindrecord", "open_mindrecord", "is_mindrecord_dir", "read_all", "mindrecord_dataset",
-           "shard_name", "MANIFEST", "INDEX_FILE"]
+           "MindRecordBatches", "shard_name", "MANIFEST", "INDEX_FILE"]

@@ -76,6 +76,8 @@ def test_mindrecord_batches_equal_the_folder_batches(folder, records, rank, worl
     cfg = _cfg(out, data_source="stream")
     mr = build_train_source(cfg, PRETRAIN_ORDER, rank, world, start)
     assert mr.kind == "mindrecord"
+    dataset = create_train_dataset(cfg, PRETRAIN_ORDER, rank, world, start, source=mr)
+    assert len(dataset.segments()) > 2  # 24 records: a new pipeline every few steps
     rows = list(create_train_dataset(cfg, PRETRAIN_ORDER, rank, world, start, source=mr)
                 .create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert len(rows) == 30 - start
