@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from mindspore import nn, Parameter
+import mindspore as ms
+from mindspore import nn, ops, Parameter
 
 from src.common import MeanShift, make_head, make_tail
 from src.slots import slot_of
@@ -38,6 +39,8 @@ class IPT(nn.Cell):
             pos_every=cfg.pos_every, no_pos=cfg.no_pos, out_proj_bias=cfg.out_proj_bias)
         self.tail = nn.CellList([make_tail(t.scale, n_feats, n_colors) for t in self.tasks])
         self._task_nets: Dict[Tuple[str, bool], "TaskNet"] = {}
+        self.amp_level = "O0"        # set by src/precision.apply_precision
+        self.low_precision = False   # O2/O3: forward_slot returns the low dtype
 
     @property
     def task_names(self) -> Tuple[str, ...]:
@@ -79,7 +82,11 @@ class IPT(nn.Cell):
 
 
 class TaskNet(nn.Cell):
-    """One task of an IPT model: shares the model's parameters, compiles to its own graph."""
+    """One task of an IPT model: shares the model's parameters, compiles to its own graph.
+
+    Its outputs are float32 at every precision level (as amp's _OutputTo32 makes them), so the loss
+    and the tiler always see float32.
+    """
 
     def __init__(self, model: IPT, slot: int, with_tokens: bool) -> None:
         super().__init__(auto_prefix=False)  # keep the model's parameter names
@@ -90,6 +97,9 @@ class TaskNet(nn.Cell):
 
     def construct(self, x):
         out, tokens = self.model.forward_slot(x, self.slot)
+        if self.model.low_precision:
+            out = ops.functional.mixed_precision_cast(ms.float32, out)
+            tokens = ops.functional.mixed_precision_cast(ms.float32, tokens)
         if self.with_tokens:
             return out, tokens
         return out

@@ -19,6 +19,24 @@ from src.checkpoint import CheckpointError, OPTIMIZER_PREFIX
 _adam = ops.MultitypeFuncGraph("subset_adam")
 _scale = ops.MultitypeFuncGraph("scale")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
+_add = ops.MultitypeFuncGraph("add")
+_assign_add = ops.MultitypeFuncGraph("assign_add")
+_zero = ops.MultitypeFuncGraph("zero")
+
+
+@_add.register("Tensor", "Tensor")
+def _add_tensor(grad, buffer):
+    return grad + buffer
+
+
+@_assign_add.register("Tensor", "Tensor")
+def _assign_add_tensor(buffer, grad):
+    return ops.assign_add(buffer, grad)
+
+
+@_zero.register("Tensor")
+def _zero_tensor(buffer):
+    return ops.assign(buffer, ops.zeros_like(buffer))
 
 
 @_scale.register("Tensor", "Tensor")
@@ -180,3 +198,25 @@ def clip_global_norm(grads, max_norm: float):
 def scale_gradients(grads, factor):
     """Every gradient times `factor` (undoing a static loss scale)."""
     return _HYPER_MAP(ops.partial(_scale, factor), grads)
+
+
+def add_gradients(grads, buffers):
+    """grads + the accumulated micro-batch gradients (element by element, same order)."""
+    return _HYPER_MAP(_add, grads, buffers)
+
+
+def accumulate_gradients(buffers, grads):
+    """buffers += grads (a micro-batch of an accumulated step)."""
+    return _HYPER_MAP(_assign_add, buffers, grads)
+
+
+def zero_gradients(buffers):
+    """Empty the accumulation buffers after the step that used them."""
+    return _HYPER_MAP(_zero, buffers)
+
+
+def gradient_buffers(params: Sequence[Parameter]) -> Dict[str, Parameter]:
+    """One float32 accumulation buffer per parameter (`accumulate.<name>`, not checkpointed: a
+    checkpoint is written between optimizer steps, when every buffer is zero)."""
+    return {p.name: Parameter(Tensor(np.zeros(p.shape, np.float32)), name=f"accumulate.{p.name}",
+                              requires_grad=False) for p in params}

@@ -139,11 +139,13 @@ def fit(cfg) -> dict:
         run_log.close()
 
 
-def _training_data(cfg, model: IPT, rank: int, world: int, start: int):
+def _training_data(cfg, model: IPT, trainer: Trainer, rank: int, world: int, start: int):
     from src.dataset import build_train_source, create_train_dataset
+    # --accumulate K: each step draws K x batch_size samples (one task), split into K micro-batches
+    data_cfg = Config(cfg, batch_size=cfg.batch_size * trainer.accumulate) if trainer.accumulate > 1 else cfg
     try:
-        source = build_train_source(cfg, model.task_names, rank=rank, world_size=world, start_step=start)
-        dataset = create_train_dataset(cfg, model.task_names, rank=rank, world_size=world, start_step=start,
+        source = build_train_source(data_cfg, model.task_names, rank=rank, world_size=world, start_step=start)
+        dataset = create_train_dataset(data_cfg, model.task_names, rank=rank, world_size=world, start_step=start,
                                        source=source)
     except (ValueError, OSError) as err:
         raise TrainError(f"training data: {err}") from None
@@ -184,7 +186,7 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, meta: di
     if start >= steps:
         LOG.info("nothing to do: the run already reached step %d of %d", start, steps)
         return {"step": start, "digest": weights_digest(model), "rank": rank, "losses": []}
-    dataset = _training_data(cfg, model, rank, world, start)
+    dataset = _training_data(cfg, model, trainer, rank, world, start)
     try:
         validator = Validator(cfg, model.tasks) if rank == 0 else None
     except (ValueError, OSError) as err:
@@ -211,7 +213,7 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, meta: di
             loss, l1, con = trainer.train_step(slot, lr_batch, hr_batch, lr_value)
             if len(trainer.compile_seconds) > compiled:
                 LOG.info("compiled the %s train step (first call %.1f s)", task, trainer.compile_seconds[task])
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) and not trainer.last_skipped:
                 raise TrainError(f"loss is {loss} at step {step + 1} (task {task}): lower lr_max/lr_min or "
                                  f"set grad_clip")
             step += 1
@@ -220,12 +222,15 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, meta: di
             run_log.attach(out_dir)  # every rank has passed its out_dir check once a step is done
             if step % log_every == 0 or step == end:
                 now = time.perf_counter()
-                rate = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
+                rate = window_steps * cfg.batch_size * trainer.accumulate / max(now - window_start, 1e-9)
                 eta = (end - step) * (now - window_start) / max(window_steps, 1)
-                LOG.info("step %d/%d task %s loss %.4f (l1 %.4f contrastive %.4f) lr %.3g %.1f samples/s ETA %s",
-                         step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta))
+                LOG.info("step %d/%d task %s loss %.4f (l1 %.4f contrastive %.4f) lr %.3g %.1f samples/s ETA %s%s",
+                         step, steps, task, loss, l1, con, lr_value, rate, fmt_seconds(eta),
+                         "" if trainer.scaling.mode == "static" else
+                         f" loss scale {trainer.loss_scale:g} overflows {trainer.overflows}")
                 metrics.write({"kind": "train", "step": step, "task": task, "loss": loss, "l1": l1,
                                "contrastive": con, "lr": lr_value, "loss_scale": trainer.loss_scale,
+                               "overflows": trainer.overflows, "skipped": trainer.last_skipped,
                                "samples_per_s": rate}, out_dir_ready=True)
                 window_start, window_steps = time.perf_counter(), 0
             if validator and (step % val_every == 0 or step == end):

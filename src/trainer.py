@@ -1,6 +1,7 @@
 """IPT pre-training (all tasks, one task per step) and fine-tuning (one task), with exact resume.
 
-This module holds the train step, the loop and the run's log; the pieces it drives live apart:
+This module holds the trainer (a model, its optimizer, loss scale and compiled steps) and the set-up
+of a run; the loop is src/train_loop.py, the step cells src/train_step.py, and the rest lives apart:
 Adam and gradient clipping in src/optim.py (`SubsetAdam`: a step updates only the drawn task's
 head, tail and query row plus the body), data parallelism in src/parallel.py, checkpoint names,
 resume files and fine-tuning loads in src/weights.py.
@@ -10,31 +11,38 @@ then the update), compiled in GRAPH_MODE on first use and cached. In a data-para
 gradients are averaged over the ranks and the contrastive tokens all-gathered, so W ranks compute
 the same gradients as one process on the combined batch.
 
-`loss_scale` is a static scale (the loss is multiplied, the gradients divided before clipping and
-the update); it matters only for a float16 model on GPU/Ascend, which this code does not build:
-the network runs in float32 everywhere (float16 is slower than float32 on CPU).
+Precision (src/precision.py): `--amp_level O0..O3` and `--compute_dtype` convert the model in
+place; parameters, Adam state and checkpoints stay float32. `--loss_scale_mode static` multiplies
+the loss by `loss_scale` and divides the gradients (none of it for 1: O0 keeps its numerics bit for
+bit); `dynamic` uses amp.DynamicLossScaler: an overflowing step is skipped on every rank, the scale
+divided by `loss_scale_factor`, and multiplied after `loss_scale_window` clean steps. The scale, its
+counter and the overflow count are in the checkpoint, so --resume continues with them.
+`--accumulate K` sums the gradients of K micro-batches of batch_size (one task, K x batch_size
+drawn per step) before one update of their mean; see `TaskStep` and `Trainer.train_step`.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
+from mindspore import nn, Parameter, ParameterTuple, Tensor
 
 from src.checkpoint import CheckpointError
 from src.ema import EMA
 from src.config import Config
 from src.ipt import IPT
 from src.losses import IPTLoss
-from src.optim import AdamStep, SubsetAdam, clip_global_norm, scale_gradients
-from src.parallel import GatherTokens
+from src.optim import SubsetAdam, clip_global_norm, gradient_buffers  # noqa: F401 (clip_global_norm: tests)
+from src.precision import LossScaling, apply_precision, make_loss_scaling
 from src.slots import QUERY_NAME
+from src.train_step import MicroStep, TaskStep
 from src.weights import list_checkpoints, load_checkpoint, load_pretrained_task, unfinished_checkpoints
 
 LOG = logging.getLogger(__name__)
@@ -66,67 +74,39 @@ def lr_at(step: int, cfg) -> float:
 # ----------------------------------------------------------------------------- trainer
 
 
-class TaskStep(nn.Cell):
-    """One task's train step: loss, gradients of that task's parameters, (all-reduce), update.
-
-    Holds the task net with auto_prefix=False so the model's parameter names stay unchanged.
-    construct(lr, hr, lr_value) -> (loss, l1, contrastive), global over the ranks.
-    """
-
-    def __init__(self, net: nn.Cell, loss_fn: IPTLoss, weights: ParameterTuple, update: AdamStep,
-                 loss_scale: float, grad_clip: float, rank: int, world_size: int) -> None:
-        super().__init__(auto_prefix=False)
-        self.net = net
-        self.loss_fn = loss_fn
-        self.weights = weights
-        self.update = update
-        self.contrastive_weight = loss_fn.weight
-        self.scale = float(loss_scale)
-        self.inv_scale = Tensor(1.0 / self.scale, ms.float32)
-        self.clip = float(grad_clip)
-        self.world = world_size
-        distributed = world_size > 1
-        self.gather = GatherTokens(rank, world_size) if distributed and loss_fn.weight > 0 else None
-        self.reducer = nn.DistributedGradReducer(weights, mean=True, degree=world_size) if distributed else None
-        self.all_reduce = ops.AllReduce() if distributed else None
-        self.grad_fn = ms.value_and_grad(self.forward, None, weights, has_aux=True)
-
-    def forward(self, lr, hr):
-        out, tokens = self.net(lr)
-        if self.gather is not None:
-            tokens = self.gather(tokens)
-        loss, l1, con = self.loss_fn(out, hr, tokens)
-        return loss * self.scale, l1, con
-
-    def construct(self, lr, hr, lr_value):
-        (_, l1, con), grads = self.grad_fn(lr, hr)
-        if self.reducer is not None:
-            grads = self.reducer(grads)
-            l1 = self.all_reduce(l1) / self.world  # for logging: the global batch's L1
-        if self.scale != 1.0:
-            grads = scale_gradients(grads, self.inv_scale)
-        if self.clip > 0:
-            grads = clip_global_norm(grads, self.clip)
-        done = self.update(grads, lr_value)
-        return ops.depend(l1 + self.contrastive_weight * con, done), l1, con
-
-
 class Trainer:
-    """A model, its optimizer state and one compiled train step per task."""
+    """A model, its optimizer state, its loss scale and one compiled train step per task.
+
+    `cfg.amp_level` / `cfg.compute_dtype` convert the model in place (src/precision.py) before any
+    step is compiled; `loss_scale` (current value) and `overflows` (skipped steps) follow the run.
+    """
 
     def __init__(self, cfg, model: IPT, rank: int = 0, world_size: int = 1) -> None:
         self.cfg = cfg
         self.model = model
         self.rank, self.world_size = rank, world_size
-        self.loss_scale = cfg.loss_scale
+        apply_precision(model, getattr(cfg, "amp_level", "O0"), getattr(cfg, "compute_dtype", "float16"))
+        self.scaling: LossScaling = make_loss_scaling(cfg)
+        self.accumulate = int(getattr(cfg, "accumulate", 1))
         self.grad_clip = cfg.grad_clip
         self.loss = IPTLoss(cfg.contrastive_weight, cfg.contrastive_temperature)
         self.row_masked = model.num_queries > 1 and any(p.name == QUERY_NAME for p in model.get_parameters())
         self.optimizer = SubsetAdam(model.trainable_params(), cfg.betas, cfg.eps,
                                     cfg.weight_decay, (QUERY_NAME,) if self.row_masked else ())
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+        self.buffers = gradient_buffers(model.trainable_params()) if self.accumulate > 1 else {}
         self._steps: Dict[int, TaskStep] = {}
+        self._micro: Dict[int, MicroStep] = {}
         self.compile_seconds: Dict[str, float] = {}  # task -> duration of its first (compiling) call
+        self.position = 0          # optimizer steps done (build_run sets it on resume)
+        self.overflows = 0         # steps skipped on a gradient overflow, over the whole run
+        self.last_skipped = False
+        self._inject = _injected_overflows(rank)
+
+    @property
+    def loss_scale(self) -> float:
+        """The current loss scale (a dynamic one moves; read from the compiled steps' Parameter)."""
+        return self.scaling.value
 
     def task_params(self, slot: int) -> Tuple[List[Parameter], Optional[Parameter]]:
         """Parameters a step of task `slot` trains: the body, head[slot], tail[slot], and the query
@@ -142,28 +122,74 @@ class Trainer:
     def _build(self, slot: int) -> "TaskStep":
         net = self.model.task_net(self.model.tasks[slot].name, with_tokens=True)
         plain, masked = self.task_params(slot)
-        weights = ParameterTuple(plain + ([masked] if masked is not None else []))
+        trained = plain + ([masked] if masked is not None else [])
+        weights = ParameterTuple(trained)
+        accum = ParameterTuple([self.buffers[p.name] for p in trained]) if self.buffers else None
         step = TaskStep(net, self.loss, weights, self.optimizer.step_cell(plain, masked, slot),
-                        self.loss_scale, self.grad_clip, self.rank, self.world_size)
+                        self.scaling, self.grad_clip, self.rank, self.world_size, accum, self.accumulate)
         return step  # a Cell: compiled on its first call in GRAPH_MODE, run eagerly in PYNATIVE
 
     def step_fn(self, slot: int):
-        """The cached train step of task `slot`: (lr, hr, lr_value) -> (loss, l1, contrastive)."""
+        """The cached train step of task `slot`: (lr, hr, lr_value) -> (loss, l1, contrastive, finite)."""
         if slot not in self._steps:
             self._steps[slot] = self._build(slot)
         return self._steps[slot]
 
-    def train_step(self, slot: int, lr: np.ndarray, hr: np.ndarray, lr_value: float) -> Tuple[float, float, float]:
-        """One optimizer step of task `slot` on this rank's part of the batch; global loss parts."""
+    def micro_fn(self, slot: int) -> MicroStep:
+        """The cached gradient-accumulating cell of task `slot` (micro-batches 1..K-1)."""
+        if slot not in self._micro:
+            self._micro[slot] = MicroStep(self.step_fn(slot))
+        return self._micro[slot]
+
+    def micro_batches(self, lr, hr) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """The K micro-batches of one optimizer step: given as lists, or one array of K x B samples
+        split in order into K equal parts (the data source draws K x batch_size per step)."""
+        if isinstance(lr, (list, tuple)):
+            pairs = list(zip(lr, hr))
+        else:
+            k = self.accumulate
+            if len(lr) % k:
+                raise TrainError(f"{len(lr)} samples cannot be split into --accumulate {k} micro-batches")
+            pairs = list(zip(np.split(np.asarray(lr), k), np.split(np.asarray(hr), k)))
+        if len(pairs) != self.accumulate:
+            raise TrainError(f"got {len(pairs)} micro-batches for --accumulate {self.accumulate}")
+        return pairs
+
+    def train_step(self, slot: int, lr, hr, lr_value: float) -> Tuple[float, float, float]:
+        """One optimizer step of task `slot` on this rank's part of the batch; global loss parts.
+
+        lr/hr: one batch, or (accumulate K > 1) a list of K micro-batches or one array of K x B.
+        The loss parts are the means over the micro-batches (the contrastive term is computed per
+        micro-batch). A step skipped on overflow sets `last_skipped` and counts in `overflows`.
+        """
+        pairs = self.micro_batches(lr, hr) if self.accumulate > 1 or isinstance(lr, (list, tuple)) else [(lr, hr)]
+        if self.position + 1 in self._inject:  # test hook (IPT_TEST_INF_STEPS): an inf pixel
+            bad = np.array(pairs[0][0], np.float32, copy=True)
+            bad.flat[0] = np.inf
+            pairs[0] = (bad, pairs[0][1])
         fn = self.step_fn(slot)
         first = self.model.tasks[slot].name not in self.compile_seconds
         start = time.perf_counter()
-        loss, l1, con = fn(Tensor(lr, ms.float32), Tensor(hr, ms.float32), Tensor(lr_value, ms.float32))
-        values = float(loss.asnumpy()), float(l1.asnumpy()), float(con.asnumpy())
-        if self.ema is not None:
-            self.ema.update()
+        parts = []
+        for m_lr, m_hr in pairs[:-1]:
+            l1, con = self.micro_fn(slot)(Tensor(m_lr, ms.float32), Tensor(m_hr, ms.float32))
+            parts.append((float(l1.asnumpy()), float(con.asnumpy())))
+        m_lr, m_hr = pairs[-1]
+        _, l1, con, finite = fn(Tensor(m_lr, ms.float32), Tensor(m_hr, ms.float32), Tensor(lr_value, ms.float32))
+        parts.append((float(l1.asnumpy()), float(con.asnumpy())))
+        l1_mean = float(np.mean([p[0] for p in parts]))
+        con_mean = float(np.mean([p[1] for p in parts]))
+        values = l1_mean + self.loss.weight * con_mean, l1_mean, con_mean
         if first:
             self.compile_seconds[self.model.tasks[slot].name] = time.perf_counter() - start
+        self.position += 1
+        self.last_skipped = not bool(finite.asnumpy())
+        if self.ema is not None and not self.last_skipped:  # a skipped step leaves the average too
+            self.ema.update()
+        if self.last_skipped:
+            self.overflows += 1
+            LOG.warning("step %d skipped: gradient overflow (inf/nan), loss scale now %g (%d overflow(s))",
+                        self.position, self.loss_scale, self.overflows)
         return values
 
     # -- checkpoints
@@ -178,8 +204,26 @@ class Trainer:
         if self.ema is not None:
             extra.update(self.ema.state())
         extra.update({"step": str(step), "seed": str(self.cfg.seed), "lr": repr(float(lr_value)),
-                      "train_mode": str(self.cfg.train_mode)})
+                      "train_mode": str(self.cfg.train_mode), "overflows": str(self.overflows)})
+        extra.update(self.scaling.state())
         return extra
+
+    def load_run_state(self, meta: dict, step: int, source: str) -> None:
+        """Resume: the loss scale, its counter, the overflow count and the step position."""
+        self.scaling.load_state(meta, source)
+        self.overflows = int(str(meta.get("overflows", "0")))
+        self.position = step
+
+
+def _injected_overflows(rank: int) -> set:
+    """Test hook: IPT_TEST_INF_STEPS="3,1:5" puts an inf pixel into step 3 (every rank) and into
+    step 5 on rank 1 only; the steps are 1-based optimizer steps of the run."""
+    steps = set()
+    for item in filter(None, os.environ.get("IPT_TEST_INF_STEPS", "").split(",")):
+        where, _, step = item.rpartition(":")
+        if not where or int(where) == rank:
+            steps.add(int(step))
+    return steps
 
 
 def weights_digest(model: nn.Cell) -> str:
@@ -258,8 +302,8 @@ def check_train_config(cfg) -> None:
     if cfg.pretrained and not Path(cfg.pretrained).is_file() and not cfg.resume:
         raise TrainError(f"pretrained checkpoint not found: {cfg.pretrained}")
     check_output_dir(cfg.out_dir, "out_dir")
-    if cfg.device_target == "CPU" and cfg.loss_scale != 1.0:
-        LOG.warning("loss_scale %s on CPU: the model runs in float32 there, scaling only costs time",
+    if cfg.device_target == "CPU" and cfg.loss_scale != 1.0 and cfg.amp_level == "O0":
+        LOG.warning("loss_scale %s with amp_level O0: the model runs in float32, scaling only costs time",
                     cfg.loss_scale)
 
 
@@ -286,6 +330,7 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int, di
             except ValueError as err:
                 raise TrainError(str(err)) from None
         start = _meta_number(meta, "step")
+        trainer.load_run_state(meta, start, str(resume_from))
         LOG.info("resuming from %s at step %d", resume_from, start)
         return mcfg, model, trainer, start, meta
     if cfg.pretrained:

@@ -16,6 +16,29 @@ from mindspore.common.initializer import initializer, HeUniform, XavierUniform, 
 from src.common import LayerNorm, dropout
 
 
+class MatMul(nn.Cell):
+    """A matmul primitive in a cell of its own, so the mixed-precision policy (src/precision.py)
+    can list it: MindSpore's O1 white list names MatMul/BatchMatMul, but `to_float` works on cells."""
+
+    def __init__(self, transpose_b: bool = False, batch: bool = False) -> None:
+        super().__init__()
+        self.op = ops.BatchMatMul(transpose_b=transpose_b) if batch else ops.MatMul(transpose_b=transpose_b)
+
+    def construct(self, x, y):
+        return self.op(x, y)
+
+
+class Softmax(nn.Cell):
+    """Softmax over the last axis as a cell: the O2 black list keeps it in float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.op = ops.Softmax(axis=-1)
+
+    def construct(self, x):
+        return self.op(x)
+
+
 class MultiheadAttention(nn.Cell):
     """Multi-head attention without input bias, torch layout: `in_proj_weight` (3E, E) = [Wq; Wk; Wv]."""
 
@@ -32,18 +55,25 @@ class MultiheadAttention(nn.Cell):
         self.in_proj_weight = Parameter(initializer(init, (3 * dim, dim)), name="in_proj_weight")
         self.out_proj = nn.Dense(dim, dim, has_bias=out_bias)
         self.attn_drop = dropout(dropout_rate)
-        self.matmul_t = ops.MatMul(transpose_b=True)
-        self.bmm_t = ops.BatchMatMul(transpose_b=True)
-        self.bmm = ops.BatchMatMul()
-        self.softmax = ops.Softmax(axis=-1)
+        self.matmul_t = MatMul(transpose_b=True)
+        self.bmm_t = MatMul(transpose_b=True, batch=True)
+        self.bmm = MatMul(batch=True)
+        self.softmax = Softmax()
+        self.slice = ops.StridedSlice()
 
     def _project(self, x, start: int, stop: int):
         """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start).
 
         The whole weight is used as is: on CPU a full-range StridedSlice of the (3E, E) weight
-        takes a slow path (about 60 ms per call at IPT-base size, vs 0.3 ms for a part of it)."""
+        takes a slow path (about 60 ms per call at IPT-base size, vs 0.3 ms for a part of it).
+        The part is cut with the StridedSlice primitive, not `weight[start:stop]`: under mixed
+        precision (`to_float`) MindSpore 2.10 casts a Parameter fed to a primitive, but not one
+        indexed with [] (MatMul then gets a float32 weight and float16 tokens)."""
         b, l, e = x.shape
-        w = self.in_proj_weight if (start, stop) == (0, 3 * self.dim) else self.in_proj_weight[start:stop]
+        if (start, stop) == (0, 3 * self.dim):
+            w = self.in_proj_weight
+        else:
+            w = self.slice(self.in_proj_weight, (start, 0), (stop, e), (1, 1))
         return self.matmul_t(x.reshape(b * l, e), w)
 
     def _split_heads(self, x, b: int, l: int):

@@ -118,7 +118,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def setup_device(cfg) -> None:
-    """Set execution mode, device and CPU threads from the config, once per process."""
+    """Set execution mode, device and CPU threads from the config, once per process; refuse a
+    precision the device cannot run (bfloat16 on CPU) before MindSpore starts."""
+    from src.precision import PrecisionError, check_precision
+    try:
+        check_precision(cfg)
+    except PrecisionError as err:
+        fail(str(err))
     import mindspore as ms
     target = cfg.device_target
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == "GRAPH" else ms.PYNATIVE_MODE)

@@ -145,7 +145,8 @@ def load_checkpoint(net: "Cell", path: PathLike, cfg: Optional[Config] = None) -
 
 
 def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
-    """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell.
+    """Build IPT to fit a checkpoint's tasks, load it strictly, return the task's inference cell
+    (at the config's precision: `amp_level`, `compute_dtype`; its outputs are float32 always).
 
     The model options are the config's when it names them (`--config`, `--key value`), else the
     checkpoint's own, so `--ckpt` alone runs any of this project's checkpoints.
@@ -170,6 +171,9 @@ def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
     model = IPT(cfg)
     load_params_strict(model, params, str(path))
     model.set_train(False)
+    # float32 weights run at any --amp_level / --compute_dtype (src/precision.py); O0 = float32
+    from src.precision import apply_precision
+    apply_precision(model, cfg.get("amp_level", "O0"), cfg.get("compute_dtype", "float16"))
     return model.task_net(task.name)
 
 
