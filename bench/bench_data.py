@@ -14,7 +14,8 @@ For each N, in a fresh process: the index build time (and the cached re-open), s
 samples/s in this process and with 1 and 2 worker processes, and the peak memory of the whole
 process tree, workers included (RSS summed, and PSS, which counts shared pages once).
 ``--mindrecord N`` converts the N-file corpus with scripts/make_mindrecord.py's writer and compares
-its MindDataset pipeline with the folder's, same workers. ``--train_steps`` then runs train.py (ipt_tiny, batch 8) on the ``--train_corpus`` folder and
+its MindDataset pipeline with the folder's, same workers. ``--train_controls`` runs the same train.py on the shipped folder in RAM, with six and with two tasks:
+the memory the model's compiled graphs take without any streamed data. ``--train_steps`` then runs train.py (ipt_tiny, batch 8) on the ``--train_corpus`` folder and
 reports wall time and peak tree memory.
 """
 from __future__ import annotations
@@ -300,20 +301,20 @@ def run_measured(cmd: List[str], env: Optional[dict] = None, timeout: float = 72
     return result
 
 
-def train_run(folder: Path, steps: int, batch: int) -> dict:
+def train_run(folder: Path, steps: int, batch: int, extra=()) -> dict:
     out = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         cmd = [sys.executable, "train.py", "--config", "ipt_tiny", "--train_path", str(folder),
                "--batch_size", str(batch), "--steps", str(steps), "--log_every", "10", "--save_every", str(steps),
-               "--workers", "2", "--out_dir", str(out / "run"), "--data_index", str(out / "index.npz")]
+               "--workers", "2", "--out_dir", str(out / "run"), "--data_index", str(out / "index.npz"), *extra]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         with TreePeak(proc.pid) as peak:
             _, err = proc.communicate(timeout=7200)
         if proc.returncode != 0:
             raise RuntimeError(f"train.py exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
-        return {"steps": steps, "batch": batch, "wall_s": time.perf_counter() - start, "peak_tree": peak.peak,
-                "log_tail": err.strip().splitlines()[-4:]}
+        return {"steps": steps, "batch": batch, "args": list(extra), "wall_s": time.perf_counter() - start,
+                "peak_tree": peak.peak, "log_tail": err.strip().splitlines()[-4:]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -338,6 +339,9 @@ def main(argv=None) -> dict:
                         help="also convert a corpus of this size to MindRecord and compare its pipeline")
     parser.add_argument("--train_steps", type=int, default=0, help="also time train.py for this many steps")
     parser.add_argument("--train_corpus", type=int, default=20000, help="corpus size of the train.py run")
+    parser.add_argument("--train_controls", action="store_true",
+                        help="also train.py on the shipped folder in RAM, with six and with two tasks (what the "
+                             "model's graphs take, without the streamed data)")
     parser.add_argument("--json", default="", help="write the results to this file")
     parser.add_argument("--_child", nargs=2, metavar=("FOLDER", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -347,10 +351,18 @@ def main(argv=None) -> dict:
     env = dict(os.environ, IPT_CACHE_DIR=tempfile.mkdtemp(prefix="bench-cache-"))
     result = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "batch": args.batch, "seconds": args.seconds}
     me = [sys.executable, str(Path(__file__).resolve()), "--batch", str(args.batch), "--seconds", str(args.seconds)]
-    if not args.corpus:
+    if args.train_controls:
+        result["train_controls"] = []
+        for extra in (["--data_source", "ram"], ["--data_source", "ram", "--tasks", "[sr_x2,sr_x3]"]):
+            LOG.info("train.py: %d steps of ipt_tiny on %s, %s", args.train_steps or 30, TRAIN, " ".join(extra))
+            row = train_run(TRAIN, args.train_steps or 30, args.batch, extra)
+            LOG.info("  %.0f s wall, peak tree RSS %.0f MB, PSS %.0f MB", row["wall_s"], row["peak_tree"]["rss_mb"],
+                     row["peak_tree"]["pss_mb"])
+            result["train_controls"].append(row)
+    if not args.corpus and not args.train_controls:
         LOG.info("shipped training folder %s, decoded into RAM", TRAIN)
         result["ram"] = run_measured(me + ["--_child", str(TRAIN), "ram"], env=env)
-    else:
+    elif args.corpus:
         sizes = sorted(int(n) for n in args.corpus.split(","))
         base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-corpus-"))
         base.mkdir(parents=True, exist_ok=True)
