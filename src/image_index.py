@@ -92,10 +92,7 @@ def probe_image(path: PathLike) -> Tuple[int, int]:
     """
     head = image_header(path)
     if head is None:
-        try:
-            img = read_image(path)
-        except ImageReadError:
-            raise
+        img = read_image(path)
         return int(img.shape[1]), int(img.shape[0])
     if head.width <= 0 or head.height <= 0:
         raise ImageReadError(path, f"header gives size {head.width}x{head.height}")

@@ -74,7 +74,6 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool, start_step: int) -> None:
         self.path, self.enabled = path, enabled
-        self.pending: List[dict] = []
         self.fh = None
         self.start_step = start_step
 
@@ -92,18 +91,15 @@ class MetricsLog:
             publish(tmp, self.path)
         self.fh = open(self.path, "a")
 
-    def write(self, record: dict, out_dir_ready: bool) -> None:
+    def write(self, record: dict) -> None:
+        """Append one record; the first call (after the first step: out_dir checked on every rank)
+        opens the file and drops the records a resumed run redoes."""
         if not self.enabled:
-            return
-        self.pending.append(record)
-        if not out_dir_ready:
             return
         if self.fh is None:
             self._open()
-        for rec in self.pending:
-            self.fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        self.fh.write(json.dumps(record, sort_keys=True) + "\n")
         self.fh.flush()
-        self.pending = []
 
     def close(self) -> None:
         if self.fh is not None:
@@ -156,7 +152,7 @@ def _training_data(cfg, model: IPT, trainer: Trainer, rank: int, world: int, sta
     return dataset
 
 
-def _save_best(cfg, mcfg: Config, model: IPT, trainer: Trainer, best: Dict[str, dict], val: Dict[str, dict],
+def _save_best(mcfg: Config, model: IPT, trainer: Trainer, best: Dict[str, dict], val: Dict[str, dict],
                step: int, out_dir: Path) -> None:
     """Write best_{task}.ckpt for every task whose validation PSNR beat its best so far."""
     for name, scores in val.items():
@@ -231,7 +227,7 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, meta: di
                 metrics.write({"kind": "train", "step": step, "task": task, "loss": loss, "l1": l1,
                                "contrastive": con, "lr": lr_value, "loss_scale": trainer.loss_scale,
                                "overflows": trainer.overflows, "skipped": trainer.last_skipped,
-                               "samples_per_s": rate}, out_dir_ready=True)
+                               "samples_per_s": rate})
                 window_start, window_steps = time.perf_counter(), 0
             if validator and (step % val_every == 0 or step == end):
                 val = _validate(validator, model, trainer)
@@ -240,9 +236,8 @@ def _train(cfg, mcfg: Config, model: IPT, trainer: Trainer, start: int, meta: di
                              scores["psnr"], scores["ssim"], scores["images"], scores["seconds"])
                     metrics.write({"kind": "val", "step": step, "task": name, "val_psnr": scores["psnr"],
                                    "val_ssim": scores["ssim"], "val_psnr_rgb": scores["psnr_rgb"],
-                                   "images": scores["images"], "weights": "ema" if trainer.ema else "model"},
-                                  out_dir_ready=True)
-                _save_best(cfg, mcfg, model, trainer, best, val, step, out_dir)
+                                   "images": scores["images"], "weights": "ema" if trainer.ema else "model"})
+                _save_best(mcfg, model, trainer, best, val, step, out_dir)
             if rank == 0 and ((save_every > 0 and step % save_every == 0) or step == end):
                 extra = trainer.checkpoint_extra(step, lr_value)
                 extra["best"] = json.dumps(best, sort_keys=True)
