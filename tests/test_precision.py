@@ -20,6 +20,7 @@ from mindspore import Tensor
 
 from src.checkpoint import read_checkpoint
 from src.config import load_config
+from tests.helpers import held_out_batches, held_out_l1
 from src.dataset import build_train_source
 from src.ipt import IPT
 from src.precision import apply_precision
@@ -187,22 +188,15 @@ def test_o2_pretraining_loss_falls_on_all_six_tasks():
     model = IPT(cfg)
     trainer = Trainer(cfg, model)
     batches = build_train_source(cfg, model.task_names)
-    held_out = []
-    for task in model.tasks:
-        pairs = [batches.source.sample(task, np.random.default_rng([99, j])) for j in range(4)]
-        held_out.append([np.stack(x).transpose(0, 3, 1, 2).astype(np.float32) for x in zip(*pairs)])
+    held_out = held_out_batches(batches, model.tasks)
 
-    def held_out_l1():
-        return [float(np.abs(model.task_net(t.name)(Tensor(lr)).asnumpy() - hr).mean())
-                for t, (lr, hr) in zip(model.tasks, held_out)]
-
-    before = held_out_l1()
+    before = held_out_l1(model, held_out)
     slots = []
     for step in range(cfg.steps):
         lr, hr, slot = batches[step]
         trainer.train_step(int(slot), lr, hr, lr_at(step, cfg))
         slots.append(int(slot))
-    after = held_out_l1()
+    after = held_out_l1(model, held_out)
     LOG.info("O2 held-out L1 before %s after %s, %d overflow(s), scale %g", np.round(before, 1),
              np.round(after, 1), trainer.overflows, trainer.loss_scale)
     for slot, task in enumerate(model.task_names):

@@ -18,6 +18,7 @@ from mindspore import Parameter, Tensor
 
 from src.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from src.config import load_config
+from tests.helpers import held_out_batches, held_out_l1
 from src.dataset import build_train_source
 from src.ipt import IPT
 from src.trainer import (QUERY_NAME, SubsetAdam, TrainError, Trainer, clip_global_norm, list_checkpoints,
@@ -184,21 +185,14 @@ def pretrain6():
     model = IPT(cfg)
     trainer = Trainer(cfg, model)
     batches = build_train_source(cfg, model.task_names)  # cfg.train_path: ../shared/datasets/train
-    held_out = []
-    for task in model.tasks:
-        pairs = [batches.source.sample(task, np.random.default_rng([99, j])) for j in range(4)]
-        held_out.append([np.stack(x).transpose(0, 3, 1, 2).astype(np.float32) for x in zip(*pairs)])
-
-    def held_out_l1():
-        return [float(np.abs(model.task_net(t.name)(Tensor(lr)).asnumpy() - hr).mean())
-                for t, (lr, hr) in zip(model.tasks, held_out)]
+    held_out = held_out_batches(batches, model.tasks)
 
     def snapshot():
         state = {p.name: p.asnumpy().copy() for p in model.get_parameters()}
         state.update({k: v.asnumpy() for k, v in trainer.optimizer.state().items()})
         return state
 
-    l1_before = held_out_l1()
+    l1_before = held_out_l1(model, held_out)
     records, before = [], snapshot()
     for step in range(cfg.steps):
         lr, hr, slot = batches[step]
@@ -208,7 +202,7 @@ def pretrain6():
         rows = [int(r) for r in np.flatnonzero(np.any(after[QUERY_NAME] != before[QUERY_NAME], axis=1))]
         records.append({"slot": int(slot), "loss": loss, "l1": l1, "con": con, "changed": changed, "rows": rows})
         before = after
-    return model, records, l1_before, held_out_l1()
+    return model, records, l1_before, held_out_l1(model, held_out)
 
 
 def test_pretraining_loss_falls_on_all_six_tasks(pretrain6):
