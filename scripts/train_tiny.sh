@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
-#   1. pre-train ipt_tiny on ../shared/datasets/train for all six tasks (one task per step),
-#   2. fine-tune each task from the last pre-training checkpoint (L1 only, cosine lr),
+#   0. split ../shared/datasets/train: HOLDOUT images for validation, the rest for training
+#      (OUT_ROOT/data/{train,val}, symbolic links; no benchmark image is used to choose anything),
+#   1. pre-train ipt_tiny on the training part for all six tasks (one task per step), EMA on,
+#   2. fine-tune each task from the last pre-training checkpoint (L1 only, cosine lr), validated
+#      on the held-out images; the best validated EMA weights are kept (best_TASK.ckpt),
 #   3. ship the weights (scripts/ship_weights.py: weights only, float16) as pretrained/ipt_tiny_*.ckpt,
-#   4. plot the loss curves (pretrained/loss_curves.png),
+#   4. plot the loss and validation curves (pretrained/loss_curves.png),
 #   5. record how it was made in pretrained/TRAINING.txt (command, git revision, times per stage).
 #
 #   bash scripts/train_tiny.sh [OUT_ROOT] [--pretrain_steps N] [--finetune_steps M] [options]
@@ -29,7 +32,8 @@ usage: bash scripts/train_tiny.sh [OUT_ROOT] [options]
   OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/pretrain, OUT_ROOT/TASK
 options:
   --pretrain_steps N       pre-training steps (default 3000; L1 + contrastive, cosine 1e-3 -> 1e-5, batch 8, seed 1)
-  --finetune_steps M       fine-tuning steps per task (default 700; L1 only, as the paper fine-tunes)
+  --finetune_steps M       fine-tuning steps of every task (default per task: $(finetune_defaults);
+                           L1 only, as the paper fine-tunes)
   --finetune_lr LR         fine-tuning lr at the start of its cosine decay to 1e-5 (default 1e-3)
   --tasks LIST             tasks to fine-tune and ship, comma-separated (default $ALL_TASKS)
   --skip_finetune          ship the six-task pre-trained checkpoint only ($PRETRAIN_FILE)
@@ -43,12 +47,24 @@ EOF
 }
 
 die() { echo "error: $*" >&2; exit 2; }
+
+# Fine-tuning steps per task, set from the pilot runs in pretrained/logs/pilots/: the SR tasks, the
+# furthest from their targets, get the most; a step of sr_x4 (192x192 outputs) costs the most.
+finetune_steps_of() {
+    if [ -n "$FINETUNE_STEPS" ]; then echo "$FINETUNE_STEPS"; return; fi
+    case "$1" in
+        sr_x2) echo 1100 ;; sr_x3) echo 900 ;; sr_x4) echo 1000 ;;
+        derain) echo 900 ;; denoise_30) echo 900 ;; denoise_50) echo 700 ;;
+        *) echo 700 ;;
+    esac
+}
+finetune_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(FINETUNE_STEPS="" finetune_steps_of "$t"), "; done; echo "${out%, }"; }
 is_int() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
 is_float() { [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]]; }
 
 OUT_ROOT="runs/ipt_tiny"
 PRETRAIN_STEPS=3000
-FINETUNE_STEPS=700
+FINETUNE_STEPS=""   # empty: finetune_steps_of each task
 FINETUNE_LR=1e-3
 TASKS="$ALL_TASKS"
 SKIP_FINETUNE=0
@@ -113,6 +129,32 @@ if [ "$SKIP_FINETUNE" = 1 ]; then
     done
 fi
 
+# ------------------------------------------------------------------ held-out split
+# Validation images: the last 10 DIV2K crops, never trained on. The benchmarks (Set5, Set14,
+# CBSD68, Rain100L) only score the finished weights.
+DATA_SRC=../shared/datasets/train
+HOLDOUT=()
+for i in $(seq 891 900); do HOLDOUT+=("DIV2K_crop256/0$i.png"); done
+TRAIN_DATA="$OUT_ROOT/data/train"
+VAL_DATA="$OUT_ROOT/data/val"
+
+make_split() {  # OUT_ROOT/data/{train,val}: links to the source images (same relative paths in train/)
+    local rel held n_train=0 n_val=0
+    mkdir -p "$TRAIN_DATA" "$VAL_DATA"
+    while IFS= read -r rel; do
+        held=0
+        for h in "${HOLDOUT[@]}"; do [ "$rel" = "$h" ] && held=1; done
+        if [ "$held" = 1 ]; then
+            ln -sfn "$(realpath "$DATA_SRC/$rel")" "$VAL_DATA/$(basename "$rel")"; n_val=$((n_val + 1))
+        else
+            mkdir -p "$TRAIN_DATA/$(dirname "$rel")"
+            ln -sfn "$(realpath "$DATA_SRC/$rel")" "$TRAIN_DATA/$rel"; n_train=$((n_train + 1))
+        fi
+    done < <(cd "$DATA_SRC" && find . -type f \( -iname '*.png' -o -iname '*.bmp' \) | sed 's|^\./||' | LC_ALL=C sort)
+    [ "$n_val" = "${#HOLDOUT[@]}" ] || die "held-out images missing from $DATA_SRC: found $n_val of ${#HOLDOUT[@]}"
+    note "split $DATA_SRC: $n_train training images in $TRAIN_DATA, $n_val held-out in $VAL_DATA"
+}
+
 # ------------------------------------------------------------------ stages
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # The source state the run starts from (later the run's own outputs in the ship folder change git status).
@@ -130,6 +172,10 @@ note() {  # a line on the terminal and in OUT_ROOT/train_tiny.log
 
 latest_step() {  # newest checkpoint step in a run folder, 0 if none (src/weights.py list_checkpoints)
     py 'import sys; from src.weights import list_checkpoints; c = list_checkpoints(sys.argv[1]); print(c[-1][0] if c else 0)' "$1"
+}
+
+best_of() {  # the best validated checkpoint of a task's run (src/weights.py best_checkpoint_name)
+    py 'import sys; from src.weights import best_checkpoint_name; print(best_checkpoint_name(sys.argv[1]))' "$1"
 }
 
 ckpt_of() {  # the checkpoint of step $2 in run folder $1 (src/weights.py checkpoint_name)
@@ -164,19 +210,22 @@ run_stage() {
     STAGE_LINES+=("$name|$status|$secs|$target|$*")
 }
 
-PRE_CMD=(python train.py --config ipt_tiny --train_mode pretrain --steps "$PRETRAIN_STEPS" --batch_size 8
-         --lr_max 1e-3 --lr_min 1e-5 --lr_schedule cosine --save_every 250 --keep_last 3 --log_every 25
-         --seed 1 --device_target "$DEVICE_TARGET" --out_dir "$PRETRAIN_DIR")
+[ "$DRY_RUN" = 1 ] || make_split
+# Every stage: the training part of the split, validation on the held-out part (eval.py's protocol),
+# an EMA of the weights (validated, kept as best_TASK.ckpt and shipped).
+COMMON=(--config ipt_tiny --batch_size 8 --lr_schedule cosine --lr_min 1e-5 --log_every 25 --seed 1
+        --train_path "$TRAIN_DATA" --val_path "$VAL_DATA" --ema_decay 0.999 --device_target "$DEVICE_TARGET")
+PRE_CMD=(python train.py --train_mode pretrain --steps "$PRETRAIN_STEPS" --lr_max 1e-3
+         --save_every 250 --keep_last 3 --val_every 500 "${COMMON[@]}" --out_dir "$PRETRAIN_DIR")
 run_stage pretrain "$PRETRAIN_DIR" "$PRETRAIN_STEPS" "${PRE_CMD[@]}"
 PRE_CKPT="$(ckpt_of "$PRETRAIN_DIR" "$PRETRAIN_STEPS")"
 
 for t in "${TASK_LIST[@]}"; do
-    FT_CMD=(python train.py --config ipt_tiny --train_mode finetune --task "$t" --pretrained "$PRE_CKPT"
-            --steps "$FINETUNE_STEPS" --batch_size 8 --lr_schedule cosine --lr_max "$FINETUNE_LR" --lr_min 1e-5
-            --contrastive_weight 0
-            --save_every 100 --keep_last 2 --log_every 25 --seed 1 --device_target "$DEVICE_TARGET"
+    steps="$(finetune_steps_of "$t")"
+    FT_CMD=(python train.py --train_mode finetune --task "$t" --pretrained "$PRE_CKPT" --steps "$steps"
+            --lr_max "$FINETUNE_LR" --contrastive_weight 0 --save_every 100 --keep_last 2 "${COMMON[@]}"
             --out_dir "$OUT_ROOT/$t")
-    run_stage "$t" "$OUT_ROOT/$t" "$FINETUNE_STEPS" "${FT_CMD[@]}"
+    run_stage "$t" "$OUT_ROOT/$t" "$steps" "${FT_CMD[@]}"
 done
 
 # ------------------------------------------------------------------ ship, plot
@@ -193,7 +242,7 @@ OW=(); [ "$OVERWRITE" = 1 ] && OW=(--overwrite)
 timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/$PRETRAIN_FILE" "${OW[@]}"
 LOGS=("$PRETRAIN_DIR")
 for t in "${TASK_LIST[@]}"; do
-    timed "ship-$t" python scripts/ship_weights.py --src "$(ckpt_of "$OUT_ROOT/$t" "$FINETUNE_STEPS")" \
+    timed "ship-$t" python scripts/ship_weights.py --src "$OUT_ROOT/$t/$(best_of "$t")" \
         --dst "$SHIP_DIR/$(shipped_of "$t")" "${OW[@]}"
     LOGS+=("$OUT_ROOT/$t")
 done
@@ -215,7 +264,8 @@ NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp'
     echo "started:   $STARTED"
     echo "finished:  $FINISHED (this invocation: $TOTAL s; stages skipped as complete count 0 s)"
     echo "machine:   $(nproc) CPU core(s), device $DEVICE_TARGET; $VERSIONS"
-    echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image)"
+    echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image); trained on"
+    echo "           all but ${#HOLDOUT[@]} held out for validation (${HOLDOUT[0]} .. ${HOLDOUT[-1]})"
     echo "shipped:   ${SHIPPED[*]} $SHIP_DIR/loss_curves.png"
     echo
     echo "stages (seconds of this invocation; a resumed stage's earlier part is in its train.log):"

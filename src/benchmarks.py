@@ -7,6 +7,8 @@
   image name, so every run and machine sees the same noisy images in any order.
 * Derain: any paired layout of ``src.pairs``: Rain100L's ``rainy/rain-NNN`` + ``norain-NNN``
   (PReNet layout), Rain12's ``rain/`` + ``norain/``, both side by side, ``input/`` + ``target/``...
+  A folder of clean images gets the training's synthetic rain instead, seeded per image name like
+  the noise (``synthetic_rain``: validation on held-out clean images, no paired set needed).
 
 Grayscale files stay single channel (``is_gray``) so they are scored on their own
 values; unreadable or unpaired files are logged, skipped and listed in ``Benchmark.skipped``.
@@ -21,7 +23,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from src.degradations import add_gaussian_noise, bicubic_downsample, bicubic_upsample, modcrop
+from src.degradations import add_gaussian_noise, add_rain, bicubic_downsample, bicubic_upsample, modcrop
 from src.image_io import ImageReadError, list_images, read_image, to_rgb3
 from src.pairs import MissingScaleError, PairList, find_layout, find_pairs
 
@@ -165,7 +167,27 @@ def noise_seed(base_seed: int, name: str) -> List[int]:
     return [int(base_seed), zlib.crc32(name.encode("utf-8"))]
 
 
-class DenoiseBenchmark(Benchmark):
+class CleanFolderBenchmark(Benchmark):
+    """A folder of clean images, each degraded by ``_degrade(clean, rng)`` with a per-name seed."""
+
+    def __init__(self, root, seed: int = 0) -> None:
+        self.seed = int(seed)
+        super().__init__(root)
+
+    def _find_entries(self) -> List[Tuple[str, Path]]:
+        return [(_name_of(p, self.root), p) for p in list_images(self.root)]
+
+    def _degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def _load(self, entry) -> BenchmarkItem:
+        name, path = entry
+        clean = read_image(path, keep_gray=True)
+        degraded = self._degrade(clean, np.random.default_rng(noise_seed(self.seed, name)))
+        return BenchmarkItem(name, degraded, clean, clean.ndim == 2)
+
+
+class DenoiseBenchmark(CleanFolderBenchmark):
     """Clean folder + Gaussian noise of ``sigma`` seeded per image name.
 
     The same standard-normal draw is scaled for every sigma, as the usual test code does.
@@ -176,19 +198,21 @@ class DenoiseBenchmark(Benchmark):
 
     def __init__(self, root, sigma: float, seed: int = 0, round_input: bool = False) -> None:
         self.sigma = float(sigma)
-        self.seed = int(seed)
         self.round_input = round_input
-        super().__init__(root)
+        super().__init__(root, seed)
 
-    def _find_entries(self) -> List[Tuple[str, Path]]:
-        return [(_name_of(p, self.root), p) for p in list_images(self.root)]
+    def _degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return add_gaussian_noise(clean, self.sigma, rng=rng, round_output=self.round_input)
 
-    def _load(self, entry) -> BenchmarkItem:
-        name, path = entry
-        clean = read_image(path, keep_gray=True)
-        rng = np.random.default_rng(noise_seed(self.seed, name))
-        noisy = add_gaussian_noise(clean, self.sigma, rng=rng, round_output=self.round_input)
-        return BenchmarkItem(name, noisy, clean, clean.ndim == 2)
+
+class SyntheticRainBenchmark(CleanFolderBenchmark):
+    """Clean folder + the training's synthetic rain (``src.degradations.add_rain``), seeded per
+    image name: a derain validation set made from held-out clean images."""
+
+    kind = "derain"
+
+    def _degrade(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return add_rain(clean, rng=rng)
 
 
 class DerainBenchmark(Benchmark):
@@ -220,14 +244,18 @@ def open_benchmark(
     sigma: float = 0.0,
     seed: int = 0,
     round_noise: bool = False,
+    synthetic_rain: bool = False,
 ) -> Benchmark:
-    """The benchmark for a task kind ('sr' | 'denoise' | 'derain') from a folder."""
+    """The benchmark for a task kind ('sr' | 'denoise' | 'derain') from a folder.
+
+    ``synthetic_rain``: derain on a folder of clean images (``SyntheticRainBenchmark``).
+    """
     if kind == "sr":
         return SRBenchmark(root, scale)
     if kind == "denoise":
         return DenoiseBenchmark(root, sigma, seed=seed, round_input=round_noise)
     if kind == "derain":
-        return DerainBenchmark(root)
+        return SyntheticRainBenchmark(root, seed=seed) if synthetic_rain else DerainBenchmark(root)
     raise ValueError(f"unknown task kind {kind!r}, expected one of {KINDS}")
 
 
@@ -249,6 +277,6 @@ def baseline_output(item: BenchmarkItem, kind: str, scale: int = 1) -> np.ndarra
 
 __all__ = [
     "BenchmarkItem", "SkippedFile", "BenchmarkPairError", "Benchmark", "SRBenchmark",
-    "DenoiseBenchmark", "DerainBenchmark", "open_benchmark", "baseline_output",
-    "noise_seed",
+    "CleanFolderBenchmark", "DenoiseBenchmark", "DerainBenchmark", "SyntheticRainBenchmark",
+    "open_benchmark", "baseline_output", "noise_seed",
 ]

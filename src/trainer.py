@@ -185,7 +185,7 @@ class Trainer:
         self.position += 1
         self.last_skipped = not bool(finite.asnumpy())
         if self.ema is not None and not self.last_skipped:  # a skipped step leaves the average too
-            self.ema.update()
+            self.ema.update(self.position)
         if self.last_skipped:
             self.overflows += 1
             LOG.warning("step %d skipped: gradient overflow (inf/nan), loss scale now %g (%d overflow(s))",

@@ -1,8 +1,10 @@
 """Validation during training: eval.py's protocol on a few images per task, every N steps.
 
 ``--val_path`` names the images: ``default`` (each task's standard benchmark, e.g. CSet5 for SR),
-one folder for every task it can serve (clean images serve SR and denoising; derain needs a
-paired folder, see src/pairs.py), or ``task=DIR,task=DIR`` per task. ``--val_limit N`` keeps the
+one folder for every task, or ``task=DIR,task=DIR`` per task. A folder of clean images serves
+every task: SR and denoising degrade it as their benchmarks do, derain adds the training's
+synthetic rain seeded per image (``SyntheticRainBenchmark``); a paired folder (src/pairs.py)
+serves derain with its own rainy inputs. ``--val_limit N`` keeps the
 first N images of each. Images are restored with the model being trained, through the same tiler
 and scoring code as eval.py (src/evaluation.py), so a validation PSNR is an eval.py PSNR.
 """
@@ -15,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from src.benchmarks import BenchmarkItem, open_benchmark
 from src.evaluation import means, score_all
-from src.pairs import PairLayoutError, has_pair_layout
+from src.pairs import has_pair_layout
 from src.tasks import Task
 from src.config import DATASETS_ROOT
 
@@ -38,12 +40,7 @@ def parse_val_path(value: str, tasks: Sequence[Task]) -> Dict[str, Path]:
         return out
     if value == "default":
         return {t.name: DATASETS_ROOT / t.benchmark for t in tasks}
-    folder = Path(value)
-    try:
-        paired = has_pair_layout(folder)
-    except PairLayoutError:
-        paired = False
-    return {t.name: folder for t in tasks if t.kind != "derain" or paired}
+    return {t.name: Path(value) for t in tasks}
 
 
 class Validator:
@@ -56,7 +53,9 @@ class Validator:
             task = next(t for t in tasks if t.name == name)
             if not folder.is_dir():
                 raise ValueError(f"--val_path folder for {name} not found: {folder}")
-            bench = open_benchmark(folder, task.kind, task.scale, task.sigma, seed=cfg.noise_seed)
+            synthetic_rain = task.kind == "derain" and not has_pair_layout(folder)
+            bench = open_benchmark(folder, task.kind, task.scale, task.sigma, seed=cfg.noise_seed,
+                                   synthetic_rain=synthetic_rain)
             items = []
             for item in bench:
                 items.append(item)
@@ -65,6 +64,9 @@ class Validator:
             if not items:
                 raise ValueError(f"--val_path {folder} holds no {name} images")
             self.sets[name] = (task, items, folder)
+            if synthetic_rain:
+                LOG.info("validation: %s has no rainy/clean pairs; derain is validated on its images "
+                         "with synthetic rain", folder)
         skipped = [t.name for t in tasks if t.name not in self.sets]
         if self.sets:
             LOG.info("validation: %s%s", ", ".join(f"{n} on {len(v[1])} image(s) of {v[2]}" for n, v in self.sets.items()),

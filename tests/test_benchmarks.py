@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from src.benchmarks import (
-    DerainBenchmark, DenoiseBenchmark, SRBenchmark, baseline_output, open_benchmark,
+    DerainBenchmark, DenoiseBenchmark, SRBenchmark, SyntheticRainBenchmark, baseline_output,
+    open_benchmark,
 )
 from src.degradations import bicubic_downsample, imresize, modcrop
 from src.image_io import read_image, write_image
@@ -133,6 +134,25 @@ def test_denoise_noise_is_seeded_by_name_not_order(tmp_path):
     assert rounded[0].input.dtype == np.uint8
     # 20.17 dB for unclipped sigma-25 noise; clipping at 0/255 removes a little error.
     assert 20.17 < psnr(subset[0].input, subset[0].target, mode="rgb") < 22
+
+
+def test_synthetic_rain_on_a_clean_folder_is_seeded_by_name(tmp_path):
+    # Held-out clean images as a derain validation set: rain added like the training's, per name.
+    for name in ("0801", "0802"):
+        write_image(tmp_path / f"{name}.png", read_image(DATA / "train" / "DIV2K_crop256" / f"{name}.png"))
+    items = list(open_benchmark(tmp_path, "derain", synthetic_rain=True))
+    assert [it.name for it in items] == ["0801", "0802"]
+    for it in items:
+        assert it.input.dtype == np.uint8 and it.input.shape == it.target.shape
+        assert np.all(it.input >= it.target)  # additive white streaks, clipped
+        assert 20 < psnr(it.input, it.target) < 40
+    assert not np.array_equal(items[0].input - items[0].target.astype(np.int16),
+                              items[1].input - items[1].target.astype(np.int16))
+    again = list(SyntheticRainBenchmark(tmp_path))
+    assert all(np.array_equal(a.input, b.input) for a, b in zip(items, again))
+    assert not np.array_equal(list(SyntheticRainBenchmark(tmp_path, seed=1))[0].input, items[0].input)
+    with pytest.raises(ValueError, match="paired layout|no .*pair|found"):
+        DerainBenchmark(tmp_path)  # without the flag a clean folder is still an error
 
 
 def test_corrupt_file_is_logged_skipped_and_reported(tmp_path, caplog):

@@ -13,6 +13,13 @@ def model():
     return IPT(load_config("ipt_tiny", {"tasks": ["sr_x2"]}))
 
 
+def test_decay_warms_up_then_stays_at_the_set_value(model):
+    ema = EMA(model, 0.999)
+    assert ema.decay_at(1) == pytest.approx(2 / 11)
+    assert ema.decay_at(100) == pytest.approx(101 / 110)
+    assert [ema.decay_at(n) for n in (10_000, 100_000)] == [0.999, 0.999]
+
+
 def test_update_is_the_float32_moving_average_and_swap_restores_exactly(model):
     ema = EMA(model, 0.9)
     params = list(model.trainable_params())
@@ -21,7 +28,7 @@ def test_update_is_the_float32_moving_average_and_swap_restores_exactly(model):
     w1 = [(w + rng.standard_normal(w.shape)).astype(np.float32) for w in w0]
     for p, w in zip(params, w1):
         p.set_data(Tensor(w))
-    ema.update()
+    ema.update(1000)  # past the warm-up: decay 0.9
     state = ema.state()
     for p, a, b in zip(params, w0, w1):
         expected = a * np.float32(0.9) + b * np.float32(1.0 - 0.9)
