@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
-#   0. split ../shared/datasets/train: HOLDOUT images for validation, the rest for training
+#   0. split ../shared/datasets/train: held-out images (src/holdout.py) for validation, the rest for training
 #      (OUT_ROOT/data/{train,val}, symbolic links; no benchmark image is used to choose anything),
 #   1. pre-train ipt_tiny on the training part for all six tasks (one task per step), EMA on,
 #   2. fine-tune each task from the last pre-training checkpoint (L1 only, cosine lr), validated
@@ -130,29 +130,17 @@ if [ "$SKIP_FINETUNE" = 1 ]; then
 fi
 
 # ------------------------------------------------------------------ held-out split
-# Validation images: the last 10 DIV2K crops, never trained on. The benchmarks (Set5, Set14,
-# CBSD68, Rain100L) only score the finished weights.
+# Validation images (src/holdout.py: the last 10 DIV2K crops), never trained on. The benchmarks
+# (Set5, Set14, CBSD68, Rain100L) only score the finished weights.
 DATA_SRC=../shared/datasets/train
-HOLDOUT=()
-for i in $(seq 891 900); do HOLDOUT+=("DIV2K_crop256/0$i.png"); done
 TRAIN_DATA="$OUT_ROOT/data/train"
 VAL_DATA="$OUT_ROOT/data/val"
+HOLDOUT_TEXT="$(py 'from src.holdout import DEFAULT_HOLDOUT as h; print(f"{len(h)} held out for validation ({h[0]} .. {h[-1]})")')"
 
-make_split() {  # OUT_ROOT/data/{train,val}: links to the source images (same relative paths in train/)
-    local rel held n_train=0 n_val=0
-    mkdir -p "$TRAIN_DATA" "$VAL_DATA"
-    while IFS= read -r rel; do
-        held=0
-        for h in "${HOLDOUT[@]}"; do [ "$rel" = "$h" ] && held=1; done
-        if [ "$held" = 1 ]; then
-            ln -sfn "$(realpath "$DATA_SRC/$rel")" "$VAL_DATA/$(basename "$rel")"; n_val=$((n_val + 1))
-        else
-            mkdir -p "$TRAIN_DATA/$(dirname "$rel")"
-            ln -sfn "$(realpath "$DATA_SRC/$rel")" "$TRAIN_DATA/$rel"; n_train=$((n_train + 1))
-        fi
-    done < <(cd "$DATA_SRC" && find . -type f \( -iname '*.png' -o -iname '*.bmp' \) | sed 's|^\./||' | LC_ALL=C sort)
-    [ "$n_val" = "${#HOLDOUT[@]}" ] || die "held-out images missing from $DATA_SRC: found $n_val of ${#HOLDOUT[@]}"
-    note "split $DATA_SRC: $n_train training images in $TRAIN_DATA, $n_val held-out in $VAL_DATA"
+make_split() {  # OUT_ROOT/data/{train,val}: links to the source images
+    py 'import sys; from src.holdout import split_folder; split_folder(sys.argv[1], sys.argv[2])' \
+        "$(realpath "$DATA_SRC")" "$(realpath -m "$OUT_ROOT/data")" || die "could not split $DATA_SRC"
+    note "split $DATA_SRC: training images in $TRAIN_DATA, $HOLDOUT_TEXT in $VAL_DATA"
 }
 
 # ------------------------------------------------------------------ stages
@@ -264,8 +252,8 @@ NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp'
     echo "started:   $STARTED"
     echo "finished:  $FINISHED (this invocation: $TOTAL s; stages skipped as complete count 0 s)"
     echo "machine:   $(nproc) CPU core(s), device $DEVICE_TARGET; $VERSIONS"
-    echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image); trained on"
-    echo "           all but ${#HOLDOUT[@]} held out for validation (${HOLDOUT[0]} .. ${HOLDOUT[-1]})"
+    echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image);"
+    echo "           trained on all but $HOLDOUT_TEXT"
     echo "shipped:   ${SHIPPED[*]} $SHIP_DIR/loss_curves.png"
     echo
     echo "stages (seconds of this invocation; a resumed stage's earlier part is in its train.log):"
