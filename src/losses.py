@@ -22,18 +22,23 @@ def patch_contrastive_loss(tokens: ms.Tensor, temperature: float = 0.07) -> ms.T
 
     loss_i = -mean_{p in P(i)} log(exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T)), z
     L2-normalised, averaged over all B*L anchors. Needs L >= 2, and B >= 2 to have negatives.
+
+    Written to keep few (B*L)^2 tensors alive (about 16 MB each at batch 8 x 256 tokens, and a
+    compiled graph keeps every one of them): the logits, their shifted exp and one constant mask.
+    The positives' sum needs none: sum_{p in image} z_i.z_p = z_i . (sum of the image's tokens).
     """
     b, l, e = tokens.shape
     n = b * l
     z = tokens.reshape(n, e)
     z = z / ops.sqrt(ops.maximum((z * z).sum(axis=1, keepdims=True), 1e-24))  # F.normalize eps 1e-12
-    logits = ops.matmul(z, z.T) / temperature
-    logits = logits - ops.stop_gradient(logits.max(axis=1, keepdims=True))  # cancels out: stability only
-    image = ops.arange(n) // l
-    same_image = ops.cast(image.reshape(n, 1) == image.reshape(1, n), ms.float32)
-    is_self = ops.eye(n, n, ms.float32)
-    log_denom = ops.log((ops.exp(logits) * (1.0 - is_self)).sum(axis=1))
-    pos_mean = (logits * (same_image - is_self)).sum(axis=1) / (l - 1)
+    zt = z / temperature
+    logits = ops.matmul(zt, z.T)                                  # (n, n)
+    shift = ops.stop_gradient(logits.max(axis=1, keepdims=True))  # cancels out: stability only
+    others = 1.0 - ops.eye(n, n, ms.float32)                      # a != i (a constant of the graph)
+    log_denom = ops.log((ops.exp(logits - shift) * others).sum(axis=1)) + shift.reshape(n)
+    self_logit = (zt * z).sum(axis=1)                             # logits[i, i]
+    image_sum = z.reshape(b, l, e).sum(axis=1, keepdims=True)     # (b, 1, e)
+    pos_mean = ((zt.reshape(b, l, e) * image_sum).sum(axis=2).reshape(n) - self_logit) / (l - 1)
     return (log_denom - pos_mean).mean()
 
 
