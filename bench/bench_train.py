@@ -1,7 +1,7 @@
 """Training throughput and peak memory of the IPT train step (GRAPH_MODE, fp32).
 
     python bench/bench_train.py [--cases base:2,base:4,tiny:8] [--steps 3] [--device_target CPU]
-                                [--threads 0] [--json out.json]
+                                [--threads 0] [--json out.json] [--graphs denoise_30,sr_x4]
 
 Each case (model:batch) runs in its own subprocess so its peak memory (VmHWM, else ru_maxrss) is
 its own. The model is the six-task pre-training model, stepping task sr_x2 (48x48 -> 96x96) with
@@ -9,6 +9,11 @@ the contrastive term on, on random data (the data pipeline is benched by bench/b
 Reported: build time, compile time (first step minus a steady step), then samples/s and seconds/step over `--steps`
 steps after one warm-up step. Do not go above batch 4 for IPT-base on a 24 GB machine: batch 8
 peaks near 20 GB (see ../shared/notes/mindspore-2.10-cpu.md).
+
+``--graphs TASKS`` also compiles the train step of each further task (one graph per task, as
+pre-training does) and reports the resident memory after each (``rss_after_mb``): what one more
+compiled task graph costs. On CPU that cost scales with the batch and lies outside MindSpore's
+memory pool (docs/DEV_NOTES.md).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -46,7 +51,19 @@ def peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def run_case(model: str, batch: int, steps: int, device_target: str, threads: int) -> Dict:
+def rss_mb() -> float:
+    """Current resident memory of this process in MiB (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_case(model: str, batch: int, steps: int, device_target: str, threads: int,
+             graphs: Sequence[str] = ()) -> Dict:
     """Build, compile and time the train step of one case (runs inside the child process)."""
     import mindspore as ms
     from src.config import load_config
@@ -77,7 +94,15 @@ def run_case(model: str, batch: int, steps: int, device_target: str, threads: in
         trainer.train_step(slot, lr, hr, 5e-5)
         times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
-    return {"model": model, "batch": batch, "params": net.num_parameters(), "build_s": round(build, 2),
+    rss_after = {TASK: round(rss_mb(), 1)}
+    for task in graphs:  # one more compiled train graph each
+        if task in rss_after:
+            continue
+        scale = get_task(task).scale
+        hr_t = rng.uniform(0, 255, (batch, 3, 48 * scale, 48 * scale)).astype(np.float32)
+        trainer.train_step(net.slot(task), lr, hr_t, 5e-5)
+        rss_after[task] = round(rss_mb(), 1)
+    return {"rss_after_mb": rss_after, "model": model, "batch": batch, "params": net.num_parameters(), "build_s": round(build, 2),
             "first_step_s": round(first_s, 2), "compile_s": round(max(first_s - step_s, 0.0), 2),
             "step_s": round(step_s, 3),
             "samples_per_s": round(batch / step_s, 3), "peak_mb": round(peak_rss_mb(), 1),
@@ -90,7 +115,7 @@ def spawn(model: str, batch: int, args) -> Dict:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--child", f"{model}:{batch}", "--result", str(out),
                "--steps", str(args.steps), "--device_target", args.device_target,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--graphs", args.graphs]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -117,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument("--graphs", default="", help="further tasks whose train graphs are compiled, "
+                                                     "RSS after each (e.g. denoise_30,sr_x4)")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -124,7 +151,8 @@ def main(argv=None) -> int:
                         datefmt="%H:%M:%S")
     if args.child:
         (model, batch), = parse_cases(args.child)
-        result = run_case(model, batch, args.steps, args.device_target, args.threads)
+        graphs = [t for t in args.graphs.split(",") if t]
+        result = run_case(model, batch, args.steps, args.device_target, args.threads, graphs)
         Path(args.result).write_text(json.dumps(result))
         return 0
     results = []
