@@ -3,7 +3,7 @@
     python bench/bench_train.py [--cases base:2,base:4,tiny:8] [--steps 3] [--device_target CPU]
                                 [--threads 0] [--json out.json] [--graphs denoise_30,sr_x4]
 
-Each case (model:batch) runs in its own subprocess so its peak memory (VmHWM, else ru_maxrss) is
+Each case (model:batch) runs in its own subprocess so its peak memory (VmHWM) is
 its own. The model is the six-task pre-training model, stepping task sr_x2 (48x48 -> 96x96) with
 the contrastive term on, on random data (the data pipeline is benched by bench/bench_data.py).
 Reported: build time, compile time (first step minus a steady step), then samples/s and seconds/step over `--steps`
@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,32 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.utils import peak_rss_mb, rss_mb  # noqa: E402
+
 LOG = logging.getLogger("bench_train")
 MODELS = {"base": None, "tiny": "ipt_tiny"}  # name -> config (None = default_config.yaml)
 TASK = "sr_x2"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (VmHWM on Linux, else ru_maxrss)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
-def rss_mb() -> float:
-    """Current resident memory of this process in MiB (0 where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 def run_case(model: str, batch: int, steps: int, device_target: str, threads: int,
@@ -94,18 +72,18 @@ def run_case(model: str, batch: int, steps: int, device_target: str, threads: in
         trainer.train_step(slot, lr, hr, 5e-5)
         times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
-    rss_after = {TASK: round(rss_mb(), 1)}
+    rss_after = {TASK: round(rss_mb() or 0.0, 1)}
     for task in graphs:  # one more compiled train graph each
         if task in rss_after:
             continue
         scale = get_task(task).scale
         hr_t = rng.uniform(0, 255, (batch, 3, 48 * scale, 48 * scale)).astype(np.float32)
         trainer.train_step(net.slot(task), lr, hr_t, 5e-5)
-        rss_after[task] = round(rss_mb(), 1)
+        rss_after[task] = round(rss_mb() or 0.0, 1)
     return {"rss_after_mb": rss_after, "model": model, "batch": batch, "params": net.num_parameters(), "build_s": round(build, 2),
             "first_step_s": round(first_s, 2), "compile_s": round(max(first_s - step_s, 0.0), 2),
             "step_s": round(step_s, 3),
-            "samples_per_s": round(batch / step_s, 3), "peak_mb": round(peak_rss_mb(), 1),
+            "samples_per_s": round(batch / step_s, 3), "peak_mb": round(peak_rss_mb() or 0.0, 1),
             "steps": steps, "device_target": device_target}
 
 

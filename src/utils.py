@@ -161,15 +161,25 @@ class Progress:
                       100.0 * done / self.total, fmt_seconds(elapsed), fmt_seconds(eta))
 
 
-def peak_rss_mb() -> Optional[float]:
-    """This process's peak resident memory (VmHWM), or None where /proc is missing."""
+def _proc_status_mb(field: str) -> Optional[float]:
+    """A memory field of /proc/self/status (VmHWM, VmRSS) in MiB, or None where /proc is missing."""
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory (VmHWM), or None where /proc is missing."""
+    return _proc_status_mb("VmHWM")
+
+
+def rss_mb() -> Optional[float]:
+    """This process's current resident memory (VmRSS), or None where /proc is missing."""
+    return _proc_status_mb("VmRSS")
 
 
 def write_json(path, obj) -> None:
