@@ -164,6 +164,19 @@ def val_curve(run: Run) -> List[List[float]]:
             if r.get("kind") == "val" and r.get("task") == run.task]
 
 
+def eval_full_set(label: str, task: str, extra: List[str], work: Path, args: argparse.Namespace,
+                  status: Status) -> Dict:
+    """eval.py on the task's full benchmark (``extra``: --ckpt FILE or --baseline): Y and RGB scores."""
+    name, folder = SETS[get_task(task).kind]
+    result = run_eval(label, ["--task", task, "--data_path", str((ROOT / DATA / folder).resolve()), "--metric", "y",
+                              "--device_target", args.device_target, *extra],
+                      work.with_suffix(".json"), work.with_suffix(".log"), status)
+    if "error" in result:
+        return {"error": result["error"]}
+    return {"task": task, "set": name, "images": result["images"], "psnr_y": result["psnr"], "ssim_y": result["ssim"],
+            "psnr_rgb": result["psnr_rgb"], "ssim_rgb": result["ssim_rgb"]}
+
+
 def score(run: Run, args: argparse.Namespace, status: Status) -> Dict:
     """eval.py on the full benchmark with the run's best validated checkpoint (kept in RUN/result.json)."""
     saved = run.out_dir / "result.json"
@@ -175,36 +188,26 @@ def score(run: Run, args: argparse.Namespace, status: Status) -> Dict:
         if record.get("ckpt_mtime") == ckpt.stat().st_mtime_ns:
             status.done(f"{run.name}: scored ({record['set']} Y {record['psnr_y']:.2f} dB)")
             return record
-    label, folder = SETS[get_task(run.task).kind]
-    result = run_eval(f"{run.name}: eval", ["--task", run.task, "--data_path", str((ROOT / DATA / folder).resolve()),
-                                             "--metric", "y", "--ckpt", str(ckpt), "--device_target", args.device_target],
-                      run.out_dir / "eval.json", run.out_dir / "eval.log", status)
-    if "error" in result:
-        return {"run": run.name, "error": result["error"]}
+    record = eval_full_set(f"{run.name}: eval", run.task, ["--ckpt", str(ckpt)], run.out_dir / "eval", args, status)
+    if "error" in record:
+        return {"run": run.name, "error": record["error"]}
     curve = val_curve(run)
-    record = {"run": run.name, "arm": run.arm, "task": run.task, "seed": run.seed, "set": label,
-              "images": result["images"], "steps": run.steps, "ckpt": rel(ckpt), "ckpt_mtime": ckpt.stat().st_mtime_ns,
-              "psnr_y": result["psnr"], "ssim_y": result["ssim"], "psnr_rgb": result["psnr_rgb"],
-              "ssim_rgb": result["ssim_rgb"], "best_val_psnr": max((v for _, v in curve), default=None),
-              "val_curve": curve, "pretrained_from": run.needs.name if run.needs else None}
+    record.update(run=run.name, arm=run.arm, seed=run.seed, steps=run.steps, ckpt=rel(ckpt),
+                  ckpt_mtime=ckpt.stat().st_mtime_ns, best_val_psnr=max((v for _, v in curve), default=None),
+                  val_curve=curve, pretrained_from=run.needs.name if run.needs else None)
     write_text_atomic(saved, json.dumps(record, indent=1))
     return record
 
 
 def baseline(task: str, out_root: Path, args: argparse.Namespace, status: Status) -> Dict:
-    """The degraded input's score on the task's benchmark (eval.py --baseline)."""
-    label, folder = SETS[get_task(task).kind]
+    """The degraded input's score on the task's benchmark (eval.py --baseline), kept in OUT/baseline_TASK.json."""
     saved = out_root / f"baseline_{task}.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    result = run_eval(f"{task}: input (baseline)", ["--task", task, "--data_path", str((ROOT / DATA / folder).resolve()),
-                                                    "--metric", "y", "--baseline", "--device_target", args.device_target],
-                      out_root / f"baseline_{task}_eval.json", out_root / f"baseline_{task}.log", status)
-    if "error" in result:
-        return {"error": result["error"]}
-    record = {"task": task, "set": label, "images": result["images"], "psnr_y": result["psnr"],
-              "ssim_y": result["ssim"], "psnr_rgb": result["psnr_rgb"], "ssim_rgb": result["ssim_rgb"]}
-    write_text_atomic(saved, json.dumps(record, indent=1))
+    record = eval_full_set(f"{task}: input (baseline)", task, ["--baseline"], out_root / f"baseline_{task}_eval",
+                           args, status)
+    if "error" not in record:
+        write_text_atomic(saved, json.dumps(record, indent=1))
     return record
 
 
