@@ -321,7 +321,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train_path, val_path = args.train_path, args.val_path
     else:
         from src.holdout import split_folder
-        train_dir, val_dir = split_folder(Path(args.train_path).resolve(), (out_root / "data").resolve())
+        try:
+            train_dir, val_dir = split_folder(Path(args.train_path).resolve(), (out_root / "data").resolve())
+        except (OSError, ValueError) as err:
+            LOG.error("%s (give held-out images with --val_path)", err)
+            return 2
         train_path, val_path = str(train_dir), str(val_dir)
     settings = {k: getattr(args, k) for k in SETTING_KEYS} | {"targets": args.targets}
     runs = plan(args, out_root, train_path, val_path)

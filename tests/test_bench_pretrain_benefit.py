@@ -67,3 +67,5 @@ def test_bad_arguments(bench, tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(SystemExit):
         bench.parse_args(["--json", str(tmp_path / "x.json")])
+    # a training folder without the default held-out images and no --val_path: one line, exit 2
+    assert bench.main(["--train_path", str(tmp_path), "--out_dir", str(tmp_path / "out"), "--dry_run"]) == 2
