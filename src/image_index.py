@@ -51,6 +51,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "ipt"
 
 
+def shown(path: PathLike) -> str:
+    """A path as logged: the home folder as ``~``, so that logs kept with a run name no user's home."""
+    text, home = str(path), os.path.expanduser("~")
+    return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + os.sep) else text
+
+
 def default_index_path(root: PathLike) -> Path:
     """Where the index of ``root`` is cached when no path is given (keyed by the real path)."""
     real = os.path.realpath(root)
@@ -253,18 +259,18 @@ def open_index(root: PathLike, index_path: Optional[PathLike] = None, rebuild: b
             try:
                 index = ImageIndex.load(path, root)
             except (OSError, ValueError, KeyError) as err:
-                LOG.warning("rebuilding the index %s: %s", path, err)
+                LOG.warning("rebuilding the index %s: %s", shown(path), err)
             else:
                 if index.is_current():
-                    LOG.info("image index %s: %d images of %s", path, len(index), root)
+                    LOG.info("image index %s: %d images of %s", shown(path), len(index), root)
                     return index
-                LOG.info("the index %s is out of date (%s changed): rebuilding", path, root)
+                LOG.info("the index %s is out of date (%s changed): rebuilding", shown(path), root)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _lock_is_stale(lock):
-                LOG.warning("removing the stale index lock %s", lock)
+                LOG.warning("removing the stale index lock %s", shown(lock))
                 lock.unlink(missing_ok=True)
                 continue
             if time.monotonic() > deadline:
@@ -278,7 +284,7 @@ def open_index(root: PathLike, index_path: Optional[PathLike] = None, rebuild: b
             os.close(fd)
             index = build_index(root, on_chunk=lambda: os.utime(lock))
             index.save(path)
-            LOG.info("saved the image index %s", path)
+            LOG.info("saved the image index %s", shown(path))
             return index
         finally:
             lock.unlink(missing_ok=True)

@@ -135,3 +135,11 @@ def test_concurrent_openers_build_once_and_agree(tmp_path, caplog):
     os.utime(lock, (old, old))
     cv2.imwrite(str(root / "new.png"), np.zeros((8, 8, 3), np.uint8))
     assert len(open_index(root, cache)) == 301 and not lock.exists()
+
+
+def test_logged_paths_name_no_home_folder(monkeypatch, tmp_path):
+    from src.image_index import shown
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert shown(tmp_path / ".cache" / "ipt" / "x.npz") == "~/.cache/ipt/x.npz"
+    assert shown("/data/imagenet") == "/data/imagenet"
+    assert shown(str(tmp_path) + "other/x") == str(tmp_path) + "other/x"   # a sibling, not under home
