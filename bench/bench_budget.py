@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.train_loop import read_metrics  # noqa: E402
+from src.train_loop import METRICS_FILE, read_metrics  # noqa: E402
 from src.utils import write_text_atomic  # noqa: E402
 
 # (task, benchmark set, metric, kind, value): kind "abs" is a PSNR to reach, "gain" a margin over the
@@ -92,12 +92,10 @@ def estimate(run_dir: Path, results: dict, batch: int = 8) -> List[dict]:
     out = []
     for task, bench_set, metric, kind, value in TARGETS:
         row = result_row(results, task, bench_set)
-        if row is None:
-            continue
+        if row is None or not (run_dir / task / METRICS_FILE).is_file():
+            continue  # not in the table, or that stage has not run (yet)
         target, what = target_value(row, metric, kind, value)
         achieved = row["evals"][f"ours_{metric}"][f"psnr_{metric}"]
-        if not (run_dir / task / "metrics.jsonl").is_file():
-            continue  # that stage has not run (yet)
         records = read_metrics(run_dir / task)
         steps = max((r["step"] for r in records if r.get("kind") == "train"), default=0)
         slope = gain_per_doubling(val_curve(records, metric), steps)
@@ -130,6 +128,10 @@ def markdown(entries: Sequence[dict]) -> str:
         slope = f"{e['gain_per_doubling_db']:.3f}" if e["gain_per_doubling_db"] is not None else ""
         lines.append(f"| {e['task']} | {e['set']} | {e['metric'].upper()} | {e['target']:.2f} ({e['target_is']}) | "
                      f"{e['achieved']:.2f} | {max(e['short_db'], 0):.2f} | {slope} | {need[0]} | {need[1]} |")
+    lines.append("")
+    lines.append("Hours: at the seconds per step logged by the run itself, so on the CPU that ran it "
+                 "(name that CPU next to them; scripts/train_tiny.sh records it in TRAINING.txt); "
+                 "lower bounds, see bench/bench_budget.py.")
     return "\n".join(lines) + "\n"
 
 

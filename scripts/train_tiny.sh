@@ -242,6 +242,7 @@ timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curv
 FINISHED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 TOTAL=$(( $(date +%s) - T0 ))
 if [ -z "$CHANGES" ]; then DIRTY="clean"; else DIRTY="dirty: $(printf '%s\n' "$CHANGES" | wc -l) changed or untracked path(s)"; fi
+CPU_TEXT="$(py 'from src.cpu_isa import cpu_name, isa_summary; print(f"{cpu_name()}, {isa_summary()}")' 2>/dev/null || echo unknown)"
 VERSIONS="$(python -c 'import mindspore, numpy, platform; print(f"Python {platform.python_version()}, MindSpore {mindspore.__version__}, numpy {numpy.__version__}")' 2>/dev/null || echo unknown)"
 NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp' -o -iname '*.jpg' \) | wc -l)
 {
@@ -252,6 +253,7 @@ NIMG=$(find ../shared/datasets/train -type f \( -iname '*.png' -o -iname '*.bmp'
     echo "started:   $STARTED"
     echo "finished:  $FINISHED (this invocation: $TOTAL s; stages skipped as complete count 0 s)"
     echo "machine:   $(nproc) CPU core(s), device $DEVICE_TARGET; $VERSIONS"
+    echo "cpu:       $CPU_TEXT"
     echo "data:      ../shared/datasets/train ($NIMG images: T91 + DIV2K crops, no BSD image);"
     echo "           trained on all but $HOLDOUT_TEXT"
     echo "shipped:   ${SHIPPED[*]} $SHIP_DIR/loss_curves.png"
