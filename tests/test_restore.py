@@ -33,7 +33,7 @@ def test_restore_small_gray_and_colour(tmp_path, tiny_ckpt):
 
 
 def test_restore_large_image(tmp_path):
-    """A 4000x3000 photo: ~12k tiles with bounded memory; model options come from the checkpoint.
+    """A 2800x2100 photo: ~6k tiles in batches; model options come from the checkpoint.
 
     A one-layer, 8-feature IPT keeps the test fast; the tiling path is the same for any size.
     """
@@ -45,12 +45,12 @@ def test_restore_large_image(tmp_path):
     cfg = load_config("ipt_tiny", {"tasks": ["denoise_30"], "n_feats": 8, "num_heads": 2, "num_layers": 1})
     ckpt = save_checkpoint(IPT(cfg), tmp_path / "micro.ckpt", cfg)
     src = cv2.imread(str(DATASETS / "CBSD68" / "101085.png"))
-    big = cv2.resize(src, (4000, 3000), interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(src, (2800, 2100), interpolation=cv2.INTER_LINEAR)
     path = _write(tmp_path / "big.jpg", big)
     proc = run_cli("restore.py", "--task", "denoise_30", "--ckpt", ckpt, "--input", path,
                    "--output", tmp_path / "out", "--tile_batch", 32, "--out_format", "same", timeout=900)
     assert proc.returncode == 0, proc.stderr
-    assert read_image(tmp_path / "out" / "big.jpg").shape == (3000, 4000, 3)
+    assert read_image(tmp_path / "out" / "big.jpg").shape == (2100, 2800, 3)
     assert "n_feats=8" in proc.stderr
 
 
