@@ -32,7 +32,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from src.image_io import IMAGE_EXTENSIONS, ImageReadError, image_header, jpeg_is_truncated, read_image
-from src.utils import Progress, publish
+from src.utils import Progress, publish, shown_path
 
 LOG = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["IPT_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ipt"
-
-
-def shown(path: PathLike) -> str:
-    """A path as logged: the home folder as ``~``, so that logs kept with a run name no user's home."""
-    text, home = str(path), os.path.expanduser("~")
-    return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + os.sep) else text
 
 
 def default_index_path(root: PathLike) -> Path:
@@ -259,18 +253,18 @@ def open_index(root: PathLike, index_path: Optional[PathLike] = None, rebuild: b
             try:
                 index = ImageIndex.load(path, root)
             except (OSError, ValueError, KeyError) as err:
-                LOG.warning("rebuilding the index %s: %s", shown(path), err)
+                LOG.warning("rebuilding the index %s: %s", shown_path(path), err)
             else:
                 if index.is_current():
-                    LOG.info("image index %s: %d images of %s", shown(path), len(index), root)
+                    LOG.info("image index %s: %d images of %s", shown_path(path), len(index), root)
                     return index
-                LOG.info("the index %s is out of date (%s changed): rebuilding", shown(path), root)
+                LOG.info("the index %s is out of date (%s changed): rebuilding", shown_path(path), root)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _lock_is_stale(lock):
-                LOG.warning("removing the stale index lock %s", shown(lock))
+                LOG.warning("removing the stale index lock %s", shown_path(lock))
                 lock.unlink(missing_ok=True)
                 continue
             if time.monotonic() > deadline:
@@ -284,7 +278,7 @@ def open_index(root: PathLike, index_path: Optional[PathLike] = None, rebuild: b
             os.close(fd)
             index = build_index(root, on_chunk=lambda: os.utime(lock))
             index.save(path)
-            LOG.info("saved the image index %s", shown(path))
+            LOG.info("saved the image index %s", shown_path(path))
             return index
         finally:
             lock.unlink(missing_ok=True)

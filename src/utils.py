@@ -6,9 +6,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn, Optional, Union
 
 LOG = logging.getLogger("ipt")
+
+
+def shown_path(path: Union[str, "os.PathLike[str]"]) -> str:
+    """A path as logged: the home folder as ``~``, so that logs kept with a run name no user's home."""
+    text, home = str(path), os.path.expanduser("~")
+    return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + os.sep) else text
 
 
 def publish(tmp, path) -> None:

@@ -138,7 +138,7 @@ def test_concurrent_openers_build_once_and_agree(tmp_path, caplog):
 
 
 def test_logged_paths_name_no_home_folder(monkeypatch, tmp_path):
-    from src.image_index import shown
+    from src.utils import shown_path as shown
     monkeypatch.setenv("HOME", str(tmp_path))
     assert shown(tmp_path / ".cache" / "ipt" / "x.npz") == "~/.cache/ipt/x.npz"
     assert shown("/data/imagenet") == "/data/imagenet"
