@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     check_output_file(out, "file_name", cfg.overwrite)
     if cfg.ckpt and Path(cfg.ckpt).suffix.lower() in (".mindir", ".onnx", ".air"):
         fail(f"--ckpt must be a .ckpt checkpoint; {cfg.ckpt} is already an export")
-    setup_device(cfg)
+    setup_device(cfg, native_convs=True)  # an exported file holds MindSpore's own Conv2D: portable
     start = time.perf_counter()
     try:
         path = resolve_checkpoint(cfg, task)

@@ -113,7 +113,7 @@ def run_stand_in(cfg: Config, manifest: dict, model: Path, pre_dir: Path, result
     """Run the model over the tile files on this machine, as ascend310_infer/ does on a 310."""
     from src.inference import make_runner
     task = get_task(manifest["task"])
-    setup_device(cfg)
+    setup_device(cfg, native_convs=model.suffix.lower() in (".mindir", ".onnx"))
     runner = make_runner(Config(cfg, tile_batch=int(manifest["tile_batch"])), task, model)
     files = run_bin_folder(runner, pre_dir, result_dir, (3, PATCH, PATCH), PATCH * task.scale)
     LOG.info("stand-in: %s ran %d tile batches into %s", model.name, len(files), result_dir)

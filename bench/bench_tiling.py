@@ -59,9 +59,10 @@ DUMMIES = {
 def _ms_runner(net_name: str, scale: int, threads: int):
     import mindspore as ms
     from src.config import load_config
-    from src.cpu_isa import cap_onednn_isa
+    from src.conv import set_formulation
+    from src.cpu_isa import plan_cpu_kernels
     from src.ipt import IPT
-    cap_onednn_isa("CPU")
+    set_formulation(plan_cpu_kernels("CPU")[0])
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(threads)

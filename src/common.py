@@ -10,13 +10,14 @@ import math
 import numpy as np
 from mindspore import nn, ops, Parameter, Tensor
 
+from src.conv import Conv2d
+
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by EDSR/IPT
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
-    """A 'same' convolution with bias, as EDSR's default_conv."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, pad_mode="pad",
-                     padding=kernel_size // 2, has_bias=True)
+    """A 'same' convolution with bias, as EDSR's default_conv (formulation: src/conv.py)."""
+    return Conv2d(in_channels, out_channels, kernel_size)
 
 
 class MeanShift(nn.Cell):

@@ -1,25 +1,28 @@
-"""Which instruction set MindSpore's CPU convolutions (oneDNN) may use.
+"""Which instruction set MindSpore's CPU kernels (oneDNN) may use, and how convolutions run.
 
 MindSpore 2.10 hands oneDNN its convolutions in plain NCHW layout. On AVX2 CPUs oneDNN runs them
-as im2col + JIT sgemm (`gemm:jit`, at matmul speed). On AVX-512 CPUs it picks an AVX-512
-implementation that is slow for plain layouts (oneDNN issue 1132: NCHW up to 1000x slower than
-NHWC there); measured on a Zen 4 EPYC: 1 GFLOP/s, every command 4-8x slower. Capping oneDNN at
-AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`) brings back the fast path. MindSpore's matmuls are its own nnacl
-kernels with their own CPU dispatch, which the cap does not touch.
+as im2col + JIT sgemm (`gemm:jit`, at matmul speed). On AVX-512 CPUs it takes `jit_uni_ncsp`, which
+for k x k kernels falls back to a reference kernel (1 GFLOP/s, forward and backward-data; oneDNN
+issue 1132: NCHW up to 1000x slower than NHWC there): every command 4-8x slower. Capping oneDNN at
+AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`) fixes the convolutions, but MindSpore's MatMul and BatchMatMul
+are oneDNN primitives too (`brg_matmul:avx512_core` uncapped, `gemm:jit:f32` capped), and the cap
+slows them 1.4-2.3x. So on AVX-512 the CPU target computes convolutions as im2col + matmul
+(src/conv.py) and leaves oneDNN uncapped; only a process that runs MindSpore's own Conv2D (an
+exported file) takes the cap.
 
 oneDNN reads the variable once, at its first primitive, so setting it in this process before the
 first CPU kernel runs is enough (checked in tests/test_cpu_isa.py through the real commands).
-`setup_device` calls `cap_onednn_isa` for the CPU target only: GPU and Ascend runs are untouched,
-and so is a CPU without AVX-512 (the cap would equal what it has), or a user's own setting.
 """
 from __future__ import annotations
 
 import logging
 import os
 import platform
-from typing import MutableMapping, Optional
+from typing import MutableMapping, Optional, Tuple
 
 LOG = logging.getLogger("ipt")
+
+NATIVE, IM2COL = "native", "im2col"  # the formulations of src/conv.py (which imports MindSpore)
 
 ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN's name and its older alias
 CAP = "AVX2"
@@ -61,28 +64,35 @@ def isa_summary(flags: Optional[set] = None) -> str:
     return platform.machine() or "unknown ISA"
 
 
-def cap_onednn_isa(device_target: str = "CPU", env: Optional[MutableMapping[str, str]] = None,
-                   flags: Optional[set] = None, machine: Optional[str] = None) -> Optional[str]:
-    """Cap oneDNN at AVX2 on an x86 AVX-512 CPU for CPU runs; returns the value set, or None.
+def plan_cpu_kernels(device_target: str = "CPU", env: Optional[MutableMapping[str, str]] = None,
+                     flags: Optional[set] = None, machine: Optional[str] = None,
+                     native_convs: bool = False) -> Tuple[str, Optional[str]]:
+    """How this process runs IPT's convolutions, and the oneDNN cap it sets: (formulation, cap).
 
-    Must run before MindSpore's first CPU kernel in the process (setup_device does it). Leaves
-    the environment alone on GPU/Ascend, on CPUs without AVX-512, off x86, and when the user has
-    set either oneDNN variable (any value, e.g. `ONEDNN_MAX_CPU_ISA=DEFAULT` to opt out).
+    On an x86 AVX-512 CPU the CPU target gets the im2col formulation (src/conv.py) and oneDNN
+    stays uncapped, so the transformer's matmuls keep AVX-512 speed. A process that must run
+    MindSpore's own Conv2D there (`native_convs`: an exported file, or export.py) gets the AVX2
+    cap instead. Everything else is left alone: GPU/Ascend, CPUs without AVX-512, non-x86, and a
+    user's own oneDNN setting (any value, e.g. `ONEDNN_MAX_CPU_ISA=DEFAULT`), which also keeps
+    MindSpore's Conv2D. Must run before MindSpore's first CPU kernel (setup_device does it).
     """
     env = os.environ if env is None else env
     if str(device_target) != "CPU":
-        return None
+        return NATIVE, None
     user = next((name for name in ISA_VARIABLES if name in env), None)
     if user:
         LOG.debug("oneDNN ISA left as set by the user: %s=%s", user, env[user])
-        return None
+        return NATIVE, None
     machine = (platform.machine() if machine is None else machine).lower()
     if machine not in ("x86_64", "amd64", "i686", "x86"):
-        return None
+        return NATIVE, None
     flags = cpu_flags() if flags is None else flags
     if "avx512f" not in flags:
-        return None
-    env["ONEDNN_MAX_CPU_ISA"] = CAP
-    LOG.info("AVX-512 CPU: MindSpore's CPU convolutions capped at %s (ONEDNN_MAX_CPU_ISA=%s), "
-             "4-8x faster there; set ONEDNN_MAX_CPU_ISA yourself to choose", CAP, CAP)
-    return CAP
+        return NATIVE, None
+    if native_convs:
+        env["ONEDNN_MAX_CPU_ISA"] = CAP
+        LOG.info("AVX-512 CPU running MindSpore's Conv2D: oneDNN capped at %s (ONEDNN_MAX_CPU_ISA=%s); "
+                 "set ONEDNN_MAX_CPU_ISA yourself to choose", CAP, CAP)
+        return NATIVE, CAP
+    LOG.debug("AVX-512 CPU: convolutions as im2col + matmul, oneDNN uncapped")
+    return IM2COL, None

@@ -123,9 +123,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def setup_device(cfg) -> None:
+def setup_device(cfg, native_convs: bool = False) -> None:
     """Set execution mode, device and CPU threads from the config, once per process; refuse a
-    precision the device cannot run (bfloat16 on CPU) before MindSpore starts."""
+    precision the device cannot run (bfloat16 on CPU) before MindSpore starts. Chooses how
+    convolutions run on this CPU (src/cpu_isa.plan_cpu_kernels) before any model is built;
+    `native_convs` (or a `--ckpt` that is an exported file) asks for MindSpore's own Conv2D."""
     from src.precision import PrecisionError, check_precision
     try:
         check_precision(cfg)
@@ -138,9 +140,12 @@ def setup_device(cfg) -> None:
         ms.set_device(target, cfg.device_id if target != "CPU" else None)
     except (RuntimeError, ValueError) as err:
         fail(f"cannot use device {target}: {short_reason(err)}")
+    from src.conv import set_formulation
+    from src.cpu_isa import plan_cpu_kernels
+    exported = str(getattr(cfg, "ckpt", None) or "").lower().endswith((".mindir", ".onnx"))
+    formulation, _ = plan_cpu_kernels(target, native_convs=native_convs or exported)  # before the first kernel
+    set_formulation(formulation)
     if target == "CPU":
-        from src.cpu_isa import cap_onednn_isa
-        cap_onednn_isa(target)  # before the first CPU kernel: oneDNN reads it once
         threads = cfg.threads or (os.cpu_count() or 1)
         try:
             ms.device_context.cpu.op_tuning.threads_num(threads)

@@ -20,8 +20,9 @@ def pytest_configure(config):
     # Image indexes go to a per-session cache, never the user's ~/.cache (subprocesses inherit it).
     os.environ["IPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipt-test-cache-")
     import mindspore as ms
-    from src.cpu_isa import cap_onednn_isa
-    cap_onednn_isa("CPU")  # as every command does: subprocess tests inherit it
+    from src.conv import set_formulation
+    from src.cpu_isa import plan_cpu_kernels
+    set_formulation(plan_cpu_kernels("CPU")[0])  # as every command's setup_device does
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(os.cpu_count() or 1)

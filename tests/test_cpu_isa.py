@@ -1,36 +1,45 @@
-"""src/cpu_isa.py: the oneDNN ISA cap is set only where it helps, and in time for every command."""
+"""src/cpu_isa.py: on AVX-512 the CPU gets im2col convolutions and uncapped matmuls, exported files
+the AVX2 cap, everything else is left alone, and every command decides before its first kernel."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from src.cpu_isa import CAP, cap_onednn_isa, cpu_flags, isa_summary
+from src.cpu_isa import CAP, IM2COL, NATIVE, cpu_flags, isa_summary, plan_cpu_kernels
 from tests.conftest import DATASETS, ROOT
 
 AVX512 = {"avx2", "avx512f", "avx512bw", "avx512vl"}
 
 
-def test_cap_on_avx512_cpu_for_cpu_target_only():
+def test_avx512_cpu_gets_im2col_and_no_cap():
     env = {}
-    assert cap_onednn_isa("CPU", env, AVX512, "x86_64") == CAP
+    assert plan_cpu_kernels("CPU", env, AVX512, "x86_64") == (IM2COL, None)
+    assert env == {}
+
+
+def test_native_convolutions_on_avx512_take_the_cap():
+    env = {}
+    assert plan_cpu_kernels("CPU", env, AVX512, "x86_64", native_convs=True) == (NATIVE, CAP)
     assert env == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_gpu_ascend_avx2_and_non_x86_left_alone():
     for target in ("GPU", "Ascend"):
-        env = {}
-        assert cap_onednn_isa(target, env, AVX512, "x86_64") is None and env == {}
-
-
-def test_no_cap_without_avx512_or_off_x86():
+        for native in (False, True):
+            env = {}
+            assert plan_cpu_kernels(target, env, AVX512, "x86_64", native) == (NATIVE, None) and env == {}
     env = {}
-    assert cap_onednn_isa("CPU", env, {"avx", "avx2", "fma"}, "x86_64") is None and env == {}
-    assert cap_onednn_isa("CPU", env, AVX512, "aarch64") is None and env == {}
+    assert plan_cpu_kernels("CPU", env, {"avx", "avx2", "fma"}, "x86_64") == (NATIVE, None) and env == {}
+    assert plan_cpu_kernels("CPU", env, AVX512, "aarch64", True) == (NATIVE, None) and env == {}
 
 
 @pytest.mark.parametrize("name", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
 def test_users_own_setting_is_respected(name):
-    env = {name: "AVX512_CORE"}
-    assert cap_onednn_isa("CPU", env, AVX512, "x86_64") is None
-    assert env == {name: "AVX512_CORE"}
+    for native in (False, True):
+        env = {name: "AVX512_CORE"}
+        assert plan_cpu_kernels("CPU", env, AVX512, "x86_64", native) == (NATIVE, None)
+        assert env == {name: "AVX512_CORE"}
 
 
 def test_flags_and_summary_of_this_machine():
@@ -43,12 +52,13 @@ def test_flags_and_summary_of_this_machine():
     assert isa_summary({"avx", "avx2"}) == "AVX2"
 
 
-# The real commands, with the cap forced to SSE4.1 on a pretended AVX-512 CPU: oneDNN's own verbose
-# line then says which ISA it took. SSE4.1 is on every x86-64 CPU, so this runs anywhere, and it
-# fails if any command ran a oneDNN kernel before setup_device set the variable.
+# The real commands on a pretended AVX-512 CPU, with the cap forced to SSE4.1: oneDNN's own verbose
+# lines then say which ISA it took and which convolutions ran. SSE4.1 is on every x86-64 CPU, so
+# this runs anywhere, and it fails if a command ran a oneDNN kernel before setup_device decided.
 FORCE = ("import runpy, sys; import src.cpu_isa as c; c.CAP = 'SSE41'; "
          "c.cpu_flags = lambda path='': {'avx2', 'avx512f'}; sys.argv = sys.argv[1:]; "
          "runpy.run_path(sys.argv[0], run_name='__main__')")
+X86 = pytest.mark.skipif(not cpu_flags() or "x86" not in os.uname().machine, reason="x86 Linux only")
 
 
 def _run_forced(script, *args, user_isa=None):
@@ -60,43 +70,64 @@ def _run_forced(script, *args, user_isa=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def _isa_lines(proc):
-    out = proc.stdout + proc.stderr
-    return {line.split("isa:", 1)[1].strip() for line in out.splitlines() if "onednn_verbose" in line
-            and ",isa:" in line}, out.count("primitive,exec,cpu,convolution")
+def _onednn(proc):
+    """(ISAs oneDNN reported, k x k convolutions it ran, matmuls it ran)."""
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("onednn_verbose")]
+    isas = {line.split("isa:", 1)[1].strip() for line in lines if ",isa:" in line}
+    convs = [line for line in lines if "primitive,exec,cpu,convolution" in line and "kh1" not in line]
+    matmuls = [line for line in lines if "primitive,exec,cpu,matmul" in line]
+    return isas, len(convs), len(matmuls)
 
 
-@pytest.mark.skipif(not cpu_flags() or "x86" not in os.uname().machine, reason="x86 Linux only")
-def test_restore_and_train_take_the_cap_before_the_first_convolution(tmp_path, tiny_ckpt):
+@X86
+def test_restore_and_train_on_avx512_run_im2col_uncapped(tmp_path, tiny_ckpt):
+    """No oneDNN k x k convolution forward or backward, and no cap on the matmuls."""
     image = DATASETS / "CSet5" / "bird.png"
     proc = _run_forced("restore.py", "--config", "ipt_tiny", "--task", "sr_x2", "--ckpt", tiny_ckpt,
                        "--input", image, "--output", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    isas, convs = _isa_lines(proc)
-    assert convs > 0 and isas == {"Intel SSE4.1"}, isas
-    assert "capped at SSE41" in proc.stderr
+    isas, convs, matmuls = _onednn(proc)
+    assert convs == 0 and matmuls > 0 and "Intel SSE4.1" not in isas, isas
+    assert "capped" not in proc.stderr
 
     proc = _run_forced("train.py", "--config", "ipt_tiny", "--train_mode", "finetune", "--tasks", "[sr_x2]",
                        "--train_path", DATASETS / "train" / "DIV2K_crop256", "--batch_size", 2,
                        "--steps", 1, "--log_every", 1, "--save_every", 1, "--out_dir", tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    isas, convs = _isa_lines(proc)
+    isas, convs, matmuls = _onednn(proc)
+    assert convs == 0 and matmuls > 0 and "Intel SSE4.1" not in isas, isas
+
+
+@X86
+def test_exported_file_takes_the_cap_before_its_first_convolution(tmp_path, tiny_ckpt):
+    """A MindIR holds MindSpore's own Conv2D: export.py and its runner cap oneDNN first."""
+    mindir = tmp_path / "tiny.mindir"
+    proc = _run_forced("export.py", "--config", "ipt_tiny", "--ckpt", tiny_ckpt, "--task", "sr_x2",
+                       "--file_format", "MINDIR", "--file_name", mindir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "capped at SSE41" in proc.stderr
+    proc = _run_forced("restore.py", "--config", "ipt_tiny", "--task", "sr_x2", "--ckpt", mindir,
+                       "--input", DATASETS / "CSet5" / "bird.png", "--output", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    isas, convs, _ = _onednn(proc)
     assert convs > 0 and isas == {"Intel SSE4.1"}, isas
+    assert "capped at SSE41" in proc.stderr
 
 
-@pytest.mark.skipif(not cpu_flags() or "x86" not in os.uname().machine, reason="x86 Linux only")
+@X86
 def test_user_setting_wins_in_a_real_command(tmp_path, tiny_ckpt):
+    """A user's own ONEDNN_MAX_CPU_ISA: no cap of ours, and MindSpore's own Conv2D."""
     proc = _run_forced("restore.py", "--config", "ipt_tiny", "--task", "denoise_30", "--ckpt", tiny_ckpt,
                        "--input", DATASETS / "CSet5" / "bird.png", "--output", tmp_path / "out",
                        user_isa="AVX")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    isas, _ = _isa_lines(proc)
-    assert isas == {"Intel AVX"}, isas
+    isas, convs, _ = _onednn(proc)
+    assert isas == {"Intel AVX"} and convs > 0, isas
     assert "capped" not in proc.stderr
 
 
-def test_health_check_reports_both_settings(tmp_path):
-    """bench/check_cpu.py names the CPU, both settings, oneDNN's convolution and a verdict."""
+def test_health_check_reports_every_setting(tmp_path):
+    """bench/check_cpu.py names the CPU, the three settings, what each convolution ran as, a verdict."""
     out = tmp_path / "check.json"
     proc = subprocess.run([sys.executable, "bench/check_cpu.py", "--seconds", "0.05", "--json", out], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -105,5 +136,8 @@ def test_health_check_reports_both_settings(tmp_path):
     assert ("ok:" in proc.stdout) == (proc.returncode == 0) and "Traceback" not in proc.stderr
     import json
     results = json.loads(out.read_text())["results"]
-    assert [r["setting"] for r in results] == ["as the commands run", "oneDNN uncapped"]
+    assert [r["setting"] for r in results] == ["as the commands run", "as an exported file runs (Conv2D)",
+                                               "Conv2D, oneDNN uncapped"]
     assert all(r["linear 2048x576x2304"] > 0 and r["implementation"] for r in results)
+    assert [r["formulation"] for r in results[1:]] == ["native", "native"]
+    assert results[0]["formulation"] == plan_cpu_kernels("CPU", dict(os.environ))[0]

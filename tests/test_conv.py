@@ -1,0 +1,76 @@
+"""src/conv.py: the im2col formulation computes what MindSpore's Conv2D computes, forward and backward."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from src import conv as conv_module
+from src.config import load_config
+from src.conv import IM2COL, NATIVE, Conv2d, formulation, set_formulation
+from src.ipt import IPT
+
+
+def _built(name, factory):
+    """Build with formulation `name`, then restore the process's own."""
+    saved = formulation()
+    set_formulation(name)
+    try:
+        return factory()
+    finally:
+        set_formulation(saved)
+
+
+class _Loss(nn.Cell):
+    def __init__(self, net, target):
+        super().__init__()
+        self.net, self.target = net, target
+
+    def construct(self, x):
+        return ((self.net(x) - self.target) ** 2).sum()
+
+
+@pytest.mark.parametrize("batch,cin,cout,k", [(2, 3, 8, 3), (2, 8, 8, 5), (1, 8, 32, 3), (2, 4, 4, 1)])
+def test_im2col_equals_native_forward_and_gradients(batch, cin, cout, k):
+    rng = np.random.default_rng(k * 100 + cout)
+    native = _built(NATIVE, lambda: Conv2d(cin, cout, k))
+    im2col = _built(IM2COL, lambda: Conv2d(cin, cout, k))
+    assert not native.im2col and im2col.im2col
+    assert [p.name for p in native.get_parameters()] == [p.name for p in im2col.get_parameters()]
+    weight = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * 0.2
+    bias = rng.standard_normal(cout).astype(np.float32)
+    for cell in (native, im2col):
+        cell.weight.set_data(Tensor(weight))
+        cell.bias.set_data(Tensor(bias))
+    x = Tensor(rng.standard_normal((batch, cin, 12, 10)).astype(np.float32))
+    target = Tensor(rng.standard_normal((batch, cout, 12, 10)).astype(np.float32))
+    np.testing.assert_allclose(im2col(x).asnumpy(), native(x).asnumpy(), rtol=1e-5, atol=1e-5)
+
+    grads = []
+    for cell in (native, im2col):
+        fn = ms.value_and_grad(_Loss(cell, target), 0, cell.trainable_params())
+        loss, (dx, (dw, db)) = fn(x)
+        grads.append([loss.asnumpy(), dx.asnumpy(), dw.asnumpy(), db.asnumpy()])
+    for got, want in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_whole_model_same_in_both_formulations():
+    """Same parameter names and the same output: checkpoints move between CPUs unchanged."""
+    cfg = load_config("ipt_tiny", {"tasks": ["sr_x2", "denoise_30"]})
+    native = _built(NATIVE, lambda: IPT(cfg))
+    im2col = _built(IM2COL, lambda: IPT(cfg))
+    params = {p.name: p for p in im2col.get_parameters()}
+    assert sorted(params) == sorted(p.name for p in native.get_parameters())
+    for p in native.get_parameters():
+        params[p.name].set_data(p.data.copy())
+    x = Tensor(np.random.default_rng(0).uniform(0, 255, (2, 3, 48, 48)).astype(np.float32))
+    for task in ("sr_x2", "denoise_30"):
+        want = native.task_net(task)(x).asnumpy()
+        got = im2col.task_net(task)(x).asnumpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-3)
+
+
+def test_unknown_formulation_is_refused():
+    with pytest.raises(ValueError, match="unknown convolution formulation"):
+        set_formulation("winograd")
+    assert conv_module.formulation() in (NATIVE, IM2COL)
