@@ -33,47 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.config import Config, load_config  # noqa: E402
+from src.flops import tile_flops  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 from src.utils import peak_rss_mb  # noqa: E402
 
 LOG = logging.getLogger("bench_model")
 MODELS = {"base": None, "tiny": "ipt_tiny"}  # name -> config (None = default_config.yaml)
-
-
-# ----------------------------------------------------------------------------- FLOPs
-def _conv(cin: int, cout: int, k: int, pixels: int) -> float:
-    return 2.0 * cin * cout * k * k * pixels
-
-
-def flop_count(cfg: Config, scale: int) -> Dict[str, float]:
-    """FLOP of one 48x48 tile forward, per block (multiply-add = 2), from the config alone."""
-    c, p, P = int(cfg.n_feats), int(cfg.patch_dim), int(cfg.patch_size)
-    L, E = (P // p) ** 2, c * p * p
-    hid, n = 4 * E, int(cfg.num_layers)
-    lin = lambda fi, fo: 2.0 * L * fi * fo  # noqa: E731  (token-wise linear)
-    attn = 2 * 2.0 * L * L * E               # q k^T and attn v over all heads
-    mlp = not cfg.no_mlp
-    enc = lin(E, 3 * E) + attn + lin(E, E) + lin(E, hid) + lin(hid, E)
-    dec = (lin(E, 3 * E) + attn + lin(E, E)                      # self-attention
-           + lin(E, E) + lin(E, 2 * E) + attn + lin(E, E)        # cross-attention
-           + lin(E, hid) + lin(hid, E))
-    tail, res = 0.0, P
-    if scale & (scale - 1) == 0:
-        for _ in range(int(np.log2(scale))):
-            tail += _conv(c, 4 * c, 3, res * res)
-            res *= 2
-    elif scale == 3:
-        tail += _conv(c, 9 * c, 3, res * res)
-        res *= 3
-    tail += _conv(c, 3, 3, res * res) + _conv(3, 3, 1, res * res)  # last conv + add_mean
-    return {
-        "head": _conv(3, 3, 1, P * P) + _conv(3, c, 3, P * P) + 4 * _conv(c, c, 5, P * P),
-        "tokens": lin(E, E) if mlp else 0.0,
-        "encoder": n * enc,
-        "decoder": n * dec,
-        "mlp_head": (lin(E, hid) + lin(hid, E)) if mlp else 0.0,
-        "tail": tail,
-    }
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -210,7 +175,7 @@ def worker_forward(args) -> dict:
     cfg = _device_cfg(args, args.model)
     setup_device(cfg)
     task = get_task("sr_x2")
-    flops = flop_count(cfg, task.scale)
+    flops = tile_flops(cfg, task.scale)
     tile_gflop = sum(flops.values()) / 1e9
     ms.set_seed(0)
     model = IPT(cfg)
@@ -384,7 +349,7 @@ def main(argv=None) -> dict:
     result = {
         "device_target": args.device_target, "threads": args.threads or os.cpu_count(),
         "matmul_sizes": args.matmul_sizes, "reps": args.reps,
-        "flops": {m: flop_count(_device_cfg(args, m), 2) for m in models},
+        "flops": {m: tile_flops(_device_cfg(args, m), 2) for m in models},
         "forward": [_run_worker("forward", m, b, args) for m in models for b in batches],
         "compile_once": [],
     }

@@ -59,10 +59,7 @@ DUMMIES = {
 def _ms_runner(net_name: str, scale: int, threads: int):
     import mindspore as ms
     from src.config import load_config
-    from src.conv import set_formulation
-    from src.cpu_isa import plan_cpu_kernels
     from src.ipt import IPT
-    set_formulation(plan_cpu_kernels("CPU")[0])
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(threads)

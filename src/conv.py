@@ -2,38 +2,58 @@
 
 MindSpore 2.10 hands oneDNN its CPU convolutions in plain NCHW layout. On x86 CPUs with AVX-512,
 oneDNN runs those forward and backward-data through a reference kernel (`jit_uni_ncsp:conv+ref`,
-about 1 GFLOP/s), while its AVX-512 matmuls (`brg_matmul`) run 1.4-2.3x faster than the AVX2 ones.
-Capping oneDNN at AVX2 fixes the convolutions but slows every matmul of the transformer. The
+about 1 GFLOP/s). Capping oneDNN at AVX2 fixes them, but MindSpore's MatMul/BatchMatMul are oneDNN
+primitives too and the cap slows them (`gemm:jit:f32` instead of `brg_matmul:avx512_core`). The
 `im2col` formulation keeps both fast: the k*k shifted views of the padded input are stacked on the
-channel axis and multiplied by the weight in one batched matmul (AVX-512 speed, and its gradient is
-matmuls, slices and a concat, none of them a convolution).
+channel axis and multiplied by the weight in one batched matmul; its gradient is matmuls, slices
+and concats, none of them a convolution.
 
-`src/cpu_isa.plan_cpu_kernels` decides once per process which formulation the CPU gets;
-`setup_device` records it here before any model is built. GPU, Ascend, AVX2-only CPUs and exported
-files keep MindSpore's own Conv2D. The parameters (`weight` (O, C, k, k), `bias`) and their names
-are the same either way, so checkpoints and converted official weights load unchanged.
+im2col pays where the transformer body's matmuls dominate (IPT-base, 64 GFLOP per tile: forward
+25% and training step 16% faster than under the cap, measured on a Xeon with AVX-512), not for a
+small body (ipt_tiny, 0.9 GFLOP: its extra kernels cost 16% per training step and 1.3 s more
+graph compile). So the first model built in a process chooses, once, by the size of its body
+(`choose_formulation`), and `src/cpu_isa.plan_cpu_kernels` sets the cap or not before oneDNN
+starts; later models of the process keep that choice. GPU, Ascend, AVX2-only CPUs and exported
+files use MindSpore's Conv2D. The parameters (`weight` (O, C, k, k), `bias`) and their names are the
+same either way, so checkpoints and converted official weights load unchanged.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from mindspore import nn, ops
 
-from src.cpu_isa import IM2COL, NATIVE
+from src.cpu_isa import IM2COL, NATIVE, plan_cpu_kernels
 
 FORMULATIONS = (NATIVE, IM2COL)
+IM2COL_MIN_BODY_GFLOP = 8.0  # between the measured ipt_tiny (0.9: Conv2D faster) and IPT-base (64: im2col)
 
-_current = NATIVE
+_current: Optional[str] = None  # decided once per process
 
 
-def set_formulation(name: str) -> None:
-    """The formulation of every Conv2d built from now on in this process."""
+def choose_formulation(device_target: str, body_gflop: float, native: bool = False) -> str:
+    """The process's formulation, decided at the first call (and the oneDNN cap with it).
+
+    `native` asks for MindSpore's Conv2D (an exported file, export.py). Must come before the
+    process's first oneDNN kernel, as model construction and setup_device do.
+    """
     global _current
-    if name not in FORMULATIONS:
+    if _current is None:
+        prefer_native = native or body_gflop < IM2COL_MIN_BODY_GFLOP
+        _current, _ = plan_cpu_kernels(device_target, native_convs=prefer_native)
+    return _current
+
+
+def set_formulation(name: Optional[str]) -> None:
+    """Force the formulation of the Conv2d built from now on (tests and benches); None: undecided."""
+    global _current
+    if name is not None and name not in FORMULATIONS:
         raise ValueError(f"unknown convolution formulation {name!r}: one of {', '.join(FORMULATIONS)}")
     _current = name
 
 
 def formulation() -> str:
-    return _current
+    return _current or NATIVE
 
 
 class Conv2d(nn.Conv2d):
@@ -44,9 +64,8 @@ class Conv2d(nn.Conv2d):
                          padding=kernel_size // 2, has_bias=True)
         self.im2col = formulation() == IM2COL
         self.kernel = kernel_size
-        half = kernel_size // 2
-        self.offsets = tuple((i, j) for i in range(kernel_size) for j in range(kernel_size))
-        self.half = half
+        self.half = kernel_size // 2
+        self.taps = tuple(range(kernel_size))
         self.window = ops.Slice()
         self.batch_matmul = ops.BatchMatMul()
 
@@ -64,11 +83,18 @@ class Conv2d(nn.Conv2d):
         return ops.concat((rows, x, rows), 2)
 
     def im2col_forward(self, x):
-        """(B, C, H, W) -> (B, O, H, W) as W (O, k*k*C) @ shifted views (B, k*k*C, H*W), + bias."""
+        """(B, C, H, W) -> (B, O, H, W) as W (O, k*k*C) @ shifted views (B, k*k*C, H*W), + bias.
+
+        The views are cut in two passes, k column shifts then k row shifts of those (channel order
+        (row, column, c), the weight's (O, kh, kw, C) order): 2k slices and 2 concats instead of
+        k*k slices, which took 1.5x as long to compile for the same run time."""
         b, c, h, w = x.shape
         k, out = self.kernel, self.out_channels
-        padded = self.pad_zeros(x) if k > 1 else x
-        cols = ops.concat([self.window(padded, (0, 0, o[0], o[1]), (b, c, h, w)) for o in self.offsets], 1)
+        cols = x
+        if k > 1:
+            padded = self.pad_zeros(x)
+            wide = ops.concat([self.window(padded, (0, 0, 0, j), (b, c, h + k - 1, w)) for j in self.taps], 1)
+            cols = ops.concat([self.window(wide, (0, 0, i, 0), (b, k * c, h, w)) for i in self.taps], 1)
         weight = ops.cast(self.weight, x.dtype).transpose(0, 2, 3, 1).reshape(1, out, k * k * c)
         y = self.batch_matmul(ops.broadcast_to(weight, (b, out, k * k * c)), cols.reshape(b, k * k * c, h * w))
         return y.reshape(b, out, h, w) + ops.cast(self.bias, x.dtype).reshape(1, out, 1, 1)

@@ -12,6 +12,8 @@ import mindspore as ms
 from mindspore import nn, ops, Parameter
 
 from src.common import MeanShift, make_head, make_tail
+from src.conv import choose_formulation
+from src.flops import body_gflop
 from src.slots import slot_of
 from src.tasks import Task, get_task, get_tasks
 from src.transformer import VisionTransformer, count_parameters
@@ -28,6 +30,8 @@ class IPT(nn.Cell):
             raise ValueError(f"num_queries {num_queries} must be 1 or the number of tasks ({len(self.tasks)})")
         self.num_queries = num_queries
         self.patch_size = cfg.patch_size
+        # how this process's convolutions run (once, before any kernel): src/conv.py
+        self.conv_formulation = choose_formulation(cfg.device_target, body_gflop(cfg))
         n_feats, n_colors = cfg.n_feats, cfg.n_colors
         self.sub_mean = MeanShift(cfg.rgb_range, -1)
         self.add_mean = MeanShift(cfg.rgb_range, +1)

@@ -59,47 +59,60 @@ class MultiheadAttention(nn.Cell):
         self.bmm_t = MatMul(transpose_b=True, batch=True)
         self.bmm = MatMul(batch=True)
         self.softmax = Softmax()
-        self.slice = ops.StridedSlice()
+        self.slice = ops.Slice()
 
     def _project(self, x, start: int, stop: int):
         """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start).
 
         The whole weight is used as is: on CPU a full-range StridedSlice of the (3E, E) weight
         takes a slow path (about 60 ms per call at IPT-base size, vs 0.3 ms for a part of it).
-        The part is cut with the StridedSlice primitive, not `weight[start:stop]`: under mixed
-        precision (`to_float`) MindSpore 2.10 casts a Parameter fed to a primitive, but not one
-        indexed with [] (MatMul then gets a float32 weight and float16 tokens)."""
+        The part is cut with the Slice primitive (a contiguous copy; StridedSlice took 2.5x longer
+        on CPU), not `weight[start:stop]`: under mixed precision (`to_float`) MindSpore 2.10 casts
+        a Parameter fed to a primitive, but not one indexed with [] (MatMul then gets a float32
+        weight and float16 tokens)."""
         b, l, e = x.shape
         if (start, stop) == (0, 3 * self.dim):
             w = self.in_proj_weight
         else:
-            w = self.slice(self.in_proj_weight, (start, 0), (stop, e), (1, 1))
+            w = self.slice(self.in_proj_weight, (start, 0), (stop - start, e))
         return self.matmul_t(x.reshape(b * l, e), w)
 
     def _split_heads(self, x, b: int, l: int):
         return x.reshape(b, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
-    def _attend(self, q, k, v, b: int, lq: int, lk: int):
-        q = self._split_heads(q * self.scale, b, lq)
-        k = self._split_heads(k, b, lk)
-        v = self._split_heads(v, b, lk)
+    def _split_fused(self, x, b: int, l: int, parts: int):
+        """(B*L, parts*E) projections -> `parts` tensors (B, heads, L, head_dim), with one transpose
+        and a split of the leading axis instead of a strided slice and a transpose per part
+        (fewer CPU kernels; the same values)."""
+        x = x.reshape(b, l, parts, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        return ops.split(x.reshape(parts, b * self.num_heads * l * self.head_dim), 1, axis=0)
+
+    def _attend_heads(self, q, k, v, b: int, lq: int):
+        """q, k, v already split into heads: (B, heads, L, head_dim)."""
+        q = q.reshape(b, self.num_heads, lq, self.head_dim) * self.scale
+        k = k.reshape(b, self.num_heads, -1, self.head_dim)
+        v = v.reshape(b, self.num_heads, -1, self.head_dim)
         attn = self.attn_drop(self.softmax(self.bmm_t(q, k)))
         out = self.bmm(attn, v).transpose(0, 2, 1, 3).reshape(b * lq, self.dim)
         return self.out_proj(out).reshape(b, lq, self.dim)
 
+    def _attend(self, q, k, v, b: int, lq: int, lk: int):
+        return self._attend_heads(self._split_heads(q, b, lq), self._split_heads(k, b, lk),
+                                  self._split_heads(v, b, lk), b, lq)
+
     def self_attend(self, x):
         """q = k = v = x, one fused projection."""
         b, l, _ = x.shape
-        e = self.dim
-        qkv = self._project(x, 0, 3 * e)
-        return self._attend(qkv[:, :e], qkv[:, e:2 * e], qkv[:, 2 * e:], b, l, l)
+        q, k, v = self._split_fused(self._project(x, 0, 3 * self.dim), b, l, 3)
+        return self._attend_heads(q, k, v, b, l)
 
     def shared_qk_attend(self, qk_in, v_in):
         """q = k = qk_in (e.g. tokens + query embedding), v = v_in."""
         b, l, _ = qk_in.shape
         e = self.dim
-        qk = self._project(qk_in, 0, 2 * e)
-        return self._attend(qk[:, :e], qk[:, e:], self._project(v_in, 2 * e, 3 * e), b, l, l)
+        q, k = self._split_fused(self._project(qk_in, 0, 2 * e), b, l, 2)
+        v = self._split_heads(self._project(v_in, 2 * e, 3 * e), b, l)
+        return self._attend_heads(q, k, v, b, l)
 
     def construct(self, q_in, k_in, v_in):
         b, lq, _ = q_in.shape

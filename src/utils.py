@@ -125,9 +125,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def setup_device(cfg, native_convs: bool = False) -> None:
     """Set execution mode, device and CPU threads from the config, once per process; refuse a
-    precision the device cannot run (bfloat16 on CPU) before MindSpore starts. Chooses how
-    convolutions run on this CPU (src/cpu_isa.plan_cpu_kernels) before any model is built;
-    `native_convs` (or a `--ckpt` that is an exported file) asks for MindSpore's own Conv2D."""
+    precision the device cannot run (bfloat16 on CPU) before MindSpore starts. `native_convs` (or a
+    `--ckpt` that is an exported file) fixes MindSpore's own Conv2D for the process (src/conv.py);
+    otherwise the first model built chooses."""
     from src.precision import PrecisionError, check_precision
     try:
         check_precision(cfg)
@@ -140,11 +140,10 @@ def setup_device(cfg, native_convs: bool = False) -> None:
         ms.set_device(target, cfg.device_id if target != "CPU" else None)
     except (RuntimeError, ValueError) as err:
         fail(f"cannot use device {target}: {short_reason(err)}")
-    from src.conv import set_formulation
-    from src.cpu_isa import plan_cpu_kernels
     exported = str(getattr(cfg, "ckpt", None) or "").lower().endswith((".mindir", ".onnx"))
-    formulation, _ = plan_cpu_kernels(target, native_convs=native_convs or exported)  # before the first kernel
-    set_formulation(formulation)
+    if native_convs or exported:  # else the first model built decides (src/conv.py)
+        from src.conv import choose_formulation
+        choose_formulation(target, 0.0, native=True)  # before the first kernel: oneDNN reads the cap once
     if target == "CPU":
         threads = cfg.threads or (os.cpu_count() or 1)
         try:

@@ -20,9 +20,11 @@ def pytest_configure(config):
     # Image indexes go to a per-session cache, never the user's ~/.cache (subprocesses inherit it).
     os.environ["IPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipt-test-cache-")
     import mindspore as ms
-    from src.conv import set_formulation
-    from src.cpu_isa import plan_cpu_kernels
-    set_formulation(plan_cpu_kernels("CPU")[0])  # as every command's setup_device does
+    from src.config import load_config
+    from src.conv import choose_formulation
+    from src.flops import body_gflop
+    # Decided before any kernel, for the model size the tests use (subprocess tests inherit a cap)
+    choose_formulation("CPU", body_gflop(load_config("ipt_tiny", {})))
     ms.set_device("CPU")
     try:
         ms.device_context.cpu.op_tuning.threads_num(os.cpu_count() or 1)

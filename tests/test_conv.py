@@ -6,13 +6,13 @@ from mindspore import Tensor, nn
 
 from src import conv as conv_module
 from src.config import load_config
-from src.conv import IM2COL, NATIVE, Conv2d, formulation, set_formulation
+from src.conv import IM2COL, NATIVE, Conv2d, set_formulation
 from src.ipt import IPT
 
 
 def _built(name, factory):
-    """Build with formulation `name`, then restore the process's own."""
-    saved = formulation()
+    """Build with formulation `name`, then restore the process's own decision."""
+    saved = conv_module._current
     set_formulation(name)
     try:
         return factory()
@@ -74,3 +74,23 @@ def test_unknown_formulation_is_refused():
     with pytest.raises(ValueError, match="unknown convolution formulation"):
         set_formulation("winograd")
     assert conv_module.formulation() in (NATIVE, IM2COL)
+
+
+def test_first_model_decides_once_by_body_size(monkeypatch):
+    """A large body asks for im2col, a small one or an exported file for Conv2D; the first call
+    fixes the process's choice (oneDNN reads its ISA once)."""
+    asked = []
+
+    def plan(target, native_convs=False):
+        asked.append(native_convs)
+        return (NATIVE if native_convs else IM2COL), None
+
+    monkeypatch.setattr(conv_module, "plan_cpu_kernels", plan)
+    monkeypatch.setattr(conv_module, "_current", None)
+    assert conv_module.choose_formulation("CPU", 64.0) == IM2COL
+    assert conv_module.choose_formulation("CPU", 0.9) == IM2COL  # already decided
+    assert asked == [False]
+    for body, native, want in ((0.9, False, NATIVE), (64.0, True, NATIVE)):
+        monkeypatch.setattr(conv_module, "_current", None)
+        assert conv_module.choose_formulation("CPU", body, native=native) == want
+    assert asked == [False, True, True]
