@@ -94,3 +94,22 @@ def test_first_model_decides_once_by_body_size(monkeypatch):
         monkeypatch.setattr(conv_module, "_current", None)
         assert conv_module.choose_formulation("CPU", body, native=native) == want
     assert asked == [False, True, True]
+
+
+@pytest.mark.parametrize("level", ["O1", "O2"])
+def test_im2col_runs_under_mixed_precision(level):
+    """An AVX-512 CPU with a large body can meet --amp_level: the im2col path casts its weight to
+    the activations' dtype and stays close to float32."""
+    from src.precision import apply_precision
+    cfg = load_config("ipt_tiny", {"tasks": ["sr_x2"]})
+    fp32 = _built(IM2COL, lambda: IPT(cfg))
+    low = _built(IM2COL, lambda: IPT(cfg))
+    params = {p.name: p for p in low.get_parameters()}
+    for p in fp32.get_parameters():
+        params[p.name].set_data(p.data.copy())
+    apply_precision(low, level)
+    x = Tensor(np.random.default_rng(1).uniform(0, 255, (2, 3, 48, 48)).astype(np.float32))
+    want = fp32.task_net("sr_x2")(x).asnumpy()
+    got = low.task_net("sr_x2")(x).asnumpy()
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    assert np.abs(got - want).mean() < 0.05 * np.abs(want).mean()
