@@ -9,9 +9,9 @@ channel axis and multiplied by the weight in one batched matmul; its gradient is
 and concats, none of them a convolution.
 
 im2col pays where the transformer body's matmuls dominate (IPT-base, 64 GFLOP per tile: forward
-25% and training step 16% faster than under the cap, measured on a Xeon with AVX-512), not for a
-small body (ipt_tiny, 0.9 GFLOP: its extra kernels cost 16% per training step and 1.3 s more
-graph compile). So the first model built in a process chooses, once, by the size of its body
+17-27% and training step 14-16% faster than under the cap, measured on a Xeon with AVX-512), not
+for a small body (ipt_tiny, 0.9 GFLOP: its extra kernels cost 16% per training step and 1.3 s
+more graph compile). So the first model built in a process chooses, once, by the size of its body
 (`choose_formulation`), and `src/cpu_isa.plan_cpu_kernels` sets the cap or not before oneDNN
 starts; later models of the process keep that choice. GPU, Ascend, AVX2-only CPUs and exported
 files use MindSpore's Conv2D. The parameters (`weight` (O, C, k, k), `bias`) and their names are the

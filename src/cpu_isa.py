@@ -6,9 +6,9 @@ for k x k kernels falls back to a reference kernel (1 GFLOP/s, forward and backw
 issue 1132: NCHW up to 1000x slower than NHWC there): every command 4-8x slower. Capping oneDNN at
 AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`) fixes the convolutions, but MindSpore's MatMul and BatchMatMul
 are oneDNN primitives too (`brg_matmul:avx512_core` uncapped, `gemm:jit:f32` capped), and the cap
-slows them 1.4-2.3x. So on AVX-512 the CPU target computes convolutions as im2col + matmul
-(src/conv.py) and leaves oneDNN uncapped; only a process that runs MindSpore's own Conv2D (an
-exported file) takes the cap.
+slows them 1.4-1.7x (Xeon, AVX-512: 2048^3 matmul, IPT-base tile). So on AVX-512 a process either
+computes convolutions as im2col + matmul (src/conv.py) and leaves oneDNN uncapped, or runs
+MindSpore's own Conv2D under the cap; src/conv.py chooses by model size, exported files take Conv2D.
 
 oneDNN reads the variable once, at its first primitive, so setting it in this process before the
 first CPU kernel runs is enough (checked in tests/test_cpu_isa.py through the real commands).
@@ -70,9 +70,9 @@ def plan_cpu_kernels(device_target: str = "CPU", env: Optional[MutableMapping[st
     """How this process runs IPT's convolutions, and the oneDNN cap it sets: (formulation, cap).
 
     On an x86 AVX-512 CPU the CPU target gets the im2col formulation (src/conv.py) and oneDNN
-    stays uncapped, so the transformer's matmuls keep AVX-512 speed. A process that must run
-    MindSpore's own Conv2D there (`native_convs`: an exported file, or export.py) gets the AVX2
-    cap instead. Everything else is left alone: GPU/Ascend, CPUs without AVX-512, non-x86, and a
+    stays uncapped, so the transformer's matmuls keep AVX-512 speed. A process that runs
+    MindSpore's own Conv2D there (`native_convs`: a small model, an exported file, export.py)
+    gets the AVX2 cap instead. Everything else is left alone: GPU/Ascend, CPUs without AVX-512, non-x86, and a
     user's own oneDNN setting (any value, e.g. `ONEDNN_MAX_CPU_ISA=DEFAULT`), which also keeps
     MindSpore's Conv2D. Must run before MindSpore's first CPU kernel (setup_device does it).
     """
