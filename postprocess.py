@@ -25,7 +25,7 @@ from src.config import Config, parse_cli
 from src.exported import MANIFEST, TILES_FORMAT, run_bin_folder
 from src.metrics import psnr, quantize, ssim
 from src.tasks import PATCH, get_task
-from src.utils import fail, report_result, run_command, setup_device, setup_logging
+from src.utils import EXPORTED_SUFFIXES, fail, report_result, run_command, setup_device, setup_logging
 
 LOG = logging.getLogger("postprocess")
 
@@ -113,7 +113,7 @@ def run_stand_in(cfg: Config, manifest: dict, model: Path, pre_dir: Path, result
     """Run the model over the tile files on this machine, as ascend310_infer/ does on a 310."""
     from src.inference import make_runner
     task = get_task(manifest["task"])
-    setup_device(cfg, native_convs=model.suffix.lower() in (".mindir", ".onnx"))
+    setup_device(cfg, native_convs=model.suffix.lower() in EXPORTED_SUFFIXES)
     runner = make_runner(Config(cfg, tile_batch=int(manifest["tile_batch"])), task, model)
     files = run_bin_folder(runner, pre_dir, result_dir, (3, PATCH, PATCH), PATCH * task.scale)
     LOG.info("stand-in: %s ran %d tile batches into %s", model.name, len(files), result_dir)

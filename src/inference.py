@@ -16,6 +16,7 @@ import numpy as np
 
 from src.config import Config
 from src.image_io import from_rgb3, to_rgb3
+from src.utils import EXPORTED_SUFFIXES
 from src.metrics import quantize
 from src.tasks import Task
 from src.tiling import Tiler, count_tiles
@@ -42,7 +43,7 @@ def make_runner(cfg: Config, task: Task, path: Optional[Path] = None) -> Runner:
     """A tile runner from a .ckpt, .mindir or .onnx file (default: the shipped weights)."""
     path = Path(path) if path else resolve_checkpoint(cfg, task)
     suffix = path.suffix.lower()
-    if suffix in (".mindir", ".onnx"):
+    if suffix in EXPORTED_SUFFIXES:
         from src.exported import load_exported_runner
         return load_exported_runner(path, task, cfg.tile_batch)
     return CellRunner(load_task_model(cfg, task, path))

@@ -30,8 +30,7 @@ class IPT(nn.Cell):
             raise ValueError(f"num_queries {num_queries} must be 1 or the number of tasks ({len(self.tasks)})")
         self.num_queries = num_queries
         self.patch_size = cfg.patch_size
-        # how this process's convolutions run (once, before any kernel): src/conv.py
-        self.conv_formulation = choose_formulation(cfg.device_target, body_gflop(cfg))
+        choose_formulation(cfg.device_target, body_gflop(cfg))  # once per process, before any kernel
         n_feats, n_colors = cfg.n_feats, cfg.n_colors
         self.sub_mean = MeanShift(cfg.rgb_range, -1)
         self.add_mean = MeanShift(cfg.rgb_range, +1)

@@ -123,6 +123,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+EXPORTED_SUFFIXES = (".mindir", ".onnx")  # exported files eval.py/restore.py run (MindSpore's own Conv2D)
+
+
 def setup_device(cfg, native_convs: bool = False) -> None:
     """Set execution mode, device and CPU threads from the config, once per process; refuse a
     precision the device cannot run (bfloat16 on CPU) before MindSpore starts. `native_convs` (or a
@@ -140,7 +143,7 @@ def setup_device(cfg, native_convs: bool = False) -> None:
         ms.set_device(target, cfg.device_id if target != "CPU" else None)
     except (RuntimeError, ValueError) as err:
         fail(f"cannot use device {target}: {short_reason(err)}")
-    exported = str(getattr(cfg, "ckpt", None) or "").lower().endswith((".mindir", ".onnx"))
+    exported = str(getattr(cfg, "ckpt", None) or "").lower().endswith(EXPORTED_SUFFIXES)
     if native_convs or exported:  # else the first model built decides (src/conv.py)
         from src.conv import choose_formulation
         choose_formulation(target, 0.0, native=True)  # before the first kernel: oneDNN reads the cap once
