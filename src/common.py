@@ -87,6 +87,17 @@ class LayerNorm(nn.Cell):
         return self.norm(x, self.weight, self.bias)[0]
 
 
+def expand_to(x, like):
+    """`x` broadcast to the shape of `like`, as its own op, for the other operand of an add/sub/mul/div.
+
+    MindSpore's CPU kernels of implicitly broadcasting binary ops keep per-element index tables (16
+    bytes per output element) for the whole life of a compiled graph, and training holds one graph
+    per task: an explicit BroadcastTo and a same-shape op keep nothing (bench/bench_train.py
+    --graphs measures the memory each graph holds).
+    """
+    return ops.broadcast_to(x, like.shape)
+
+
 def dropout(rate: float) -> nn.Cell:
     """Dropout, or nothing at all when the rate is 0 (IPT's default) to keep the graph lean."""
     return nn.Dropout(p=rate) if rate > 0 else nn.Identity()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from mindspore import nn, ops
 import mindspore as ms
 
+from src.common import expand_to
+
 
 def l1_loss(out: ms.Tensor, hr: ms.Tensor) -> ms.Tensor:
     """Mean absolute error, on the 0..255 scale the network works in (as the official code)."""
@@ -30,15 +32,17 @@ def patch_contrastive_loss(tokens: ms.Tensor, temperature: float = 0.07) -> ms.T
     b, l, e = tokens.shape
     n = b * l
     z = tokens.reshape(n, e)
-    z = z / ops.sqrt(ops.maximum((z * z).sum(axis=1, keepdims=True), 1e-24))  # F.normalize eps 1e-12
+    # Row-wise operands are expanded explicitly (src/common.expand_to): the graph keeps nothing per element.
+    z = z / expand_to(ops.sqrt(ops.maximum((z * z).sum(axis=1, keepdims=True), 1e-24)), z)  # F.normalize eps 1e-12
     zt = z / temperature
     logits = ops.matmul(zt, z.T)                                  # (n, n)
     shift = ops.stop_gradient(logits.max(axis=1, keepdims=True))  # cancels out: stability only
     others = 1.0 - ops.eye(n, n, ms.float32)                      # a != i (a constant of the graph)
-    log_denom = ops.log((ops.exp(logits - shift) * others).sum(axis=1)) + shift.reshape(n)
+    log_denom = ops.log((ops.exp(logits - expand_to(shift, logits)) * others).sum(axis=1)) + shift.reshape(n)
     self_logit = (zt * z).sum(axis=1)                             # logits[i, i]
-    image_sum = z.reshape(b, l, e).sum(axis=1, keepdims=True)     # (b, 1, e)
-    pos_mean = ((zt.reshape(b, l, e) * image_sum).sum(axis=2).reshape(n) - self_logit) / (l - 1)
+    per_image = zt.reshape(b, l, e)
+    image_sum = expand_to(z.reshape(b, l, e).sum(axis=1, keepdims=True), per_image)  # (b, 1, e) -> (b, l, e)
+    pos_mean = ((per_image * image_sum).sum(axis=2).reshape(n) - self_logit) / (l - 1)
     return (log_denom - pos_mean).mean()
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import initializer, HeUniform, XavierUniform, Normal
 
-from src.common import LayerNorm, dropout
+from src.common import LayerNorm, dropout, expand_to
 
 
 class MatMul(nn.Cell):
@@ -28,12 +28,34 @@ class MatMul(nn.Cell):
         return self.op(x, y)
 
 
-class Softmax(nn.Cell):
-    """Softmax over the last axis as a cell: the O2 black list keeps it in float32."""
+class _LastAxisSoftmax(nn.Cell):
+    """ops.Softmax(axis=-1) whose backward broadcasts the row sums explicitly.
+
+    The backward is MindSpore's, out * (dout - sum(dout * out)), but MindSpore's own leaves the
+    subtraction to an implicitly broadcasting Sub, whose CPU kernel keeps per-element index tables
+    (16 bytes per element, 32 MB per attention map of ipt_tiny at batch 8) as long as the compiled
+    train graph lives, and training holds one graph per task (see src/common.expand_to).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.op = ops.Softmax(axis=-1)
+
+    def construct(self, x):
+        return self.op(x)
+
+    def bprop(self, x, out, dout):
+        row_sums = (dout * out).sum(axis=-1, keepdims=True)
+        return ((dout - expand_to(row_sums, out)) * out,)
+
+
+class Softmax(nn.Cell):
+    """Softmax over the last axis as a cell: the O2 black list keeps it in float32 (its casts stay
+    outside the custom backward of the inner cell, which sees one dtype)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.op = _LastAxisSoftmax()
 
     def construct(self, x):
         return self.op(x)
@@ -276,10 +298,10 @@ class VisionTransformer(nn.Cell):
         query = None
         if self.use_mlp:
             tokens = self.dropout_layer1(self.linear_encoding(tokens)) + tokens
-            query = self.query_embed.weight[query_idx].reshape(1, self.num_tokens, self.dim)
+            query = expand_to(self.query_embed.weight[query_idx].reshape(1, self.num_tokens, self.dim), tokens)
         pos = None
-        if not self.no_pos:
-            pos = self.position_encoding.pe.weight.reshape(1, self.num_tokens, self.dim)
+        if not self.no_pos:  # expanded to the batch once, not broadcast by every add (src/common.expand_to)
+            pos = expand_to(self.position_encoding.pe.weight.reshape(1, self.num_tokens, self.dim), tokens)
         if self.pos_every:
             memory = self._encode(tokens, pos)
             out = self._decode(memory, pos, query)
