@@ -82,6 +82,7 @@ class MultiheadAttention(nn.Cell):
         self.bmm = MatMul(batch=True)
         self.softmax = Softmax()
         self.slice = ops.Slice()
+        self.split_heads = ops.Split(axis=0, output_num=num_heads)
 
     def _project(self, x, start: int, stop: int):
         """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start).
@@ -99,49 +100,49 @@ class MultiheadAttention(nn.Cell):
             w = self.slice(self.in_proj_weight, (start, 0), (stop - start, e))
         return self.matmul_t(x.reshape(b * l, e), w)
 
-    def _split_heads(self, x, b: int, l: int):
-        return x.reshape(b, l, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+    def _heads(self, x, b: int, l: int, parts: int = 1):
+        """(B*L, parts*E) projections -> `parts` tensors (heads*B, L, head_dim), head-major.
 
-    def _split_fused(self, x, b: int, l: int, parts: int):
-        """(B*L, parts*E) projections -> `parts` tensors (B, heads, L, head_dim), with one transpose
-        and a split of the leading axis instead of a strided slice and a transpose per part
-        (fewer CPU kernels; the same values)."""
-        x = x.reshape(b, l, parts, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-        return ops.split(x.reshape(parts, b * self.num_heads * l * self.head_dim), 1, axis=0)
+        Each part's heads are split off its last axis and concatenated on the batch axis. No
+        Transpose: MindSpore's CPU Transpose keeps an 8-byte index per element for as long as the
+        compiled graph lives, and training holds one graph per task (Split and Concat keep nothing).
+        Each split's whole tuple goes to one concat: slicing a tuple of split outputs made the
+        backward add zeros for the left-out entries (IPT-base's train graph compiled 4x slower).
+        """
+        x = x.reshape(b, l, parts * self.dim)
+        split = ops.split(x, self.dim, axis=-1) if parts > 1 else (x,)
+        return tuple(ops.concat(ops.split(part, self.head_dim, axis=-1), 0) for part in split)
 
     def _attend_heads(self, q, k, v, b: int, lq: int):
-        """q, k, v already split into heads: (B, heads, L, head_dim)."""
-        q = q.reshape(b, self.num_heads, lq, self.head_dim) * self.scale
-        k = k.reshape(b, self.num_heads, -1, self.head_dim)
-        v = v.reshape(b, self.num_heads, -1, self.head_dim)
-        attn = self.attn_drop(self.softmax(self.bmm_t(q, k)))
-        out = self.bmm(attn, v).transpose(0, 2, 1, 3).reshape(b * lq, self.dim)
-        return self.out_proj(out).reshape(b, lq, self.dim)
-
-    def _attend(self, q, k, v, b: int, lq: int, lk: int):
-        return self._attend_heads(self._split_heads(q, b, lq), self._split_heads(k, b, lk),
-                                  self._split_heads(v, b, lk), b, lq)
+        """q, k, v: (heads*B, L, head_dim), head-major: each attention is one BatchMatMul, one softmax
+        and one more BatchMatMul whatever the head count. The output's heads are split off the
+        batch axis and concatenated on the last, in order."""
+        attn = self.attn_drop(self.softmax(self.bmm_t(q * self.scale, k)))
+        out = ops.concat(self.split_heads(self.bmm(attn, v)), -1)  # `heads` parts: any batch size
+        return self.out_proj(out.reshape(b * lq, self.dim)).reshape(b, lq, self.dim)
 
     def self_attend(self, x):
         """q = k = v = x, one fused projection."""
         b, l, _ = x.shape
-        q, k, v = self._split_fused(self._project(x, 0, 3 * self.dim), b, l, 3)
+        q, k, v = self._heads(self._project(x, 0, 3 * self.dim), b, l, 3)
         return self._attend_heads(q, k, v, b, l)
 
     def shared_qk_attend(self, qk_in, v_in):
         """q = k = qk_in (e.g. tokens + query embedding), v = v_in."""
         b, l, _ = qk_in.shape
         e = self.dim
-        q, k = self._split_fused(self._project(qk_in, 0, 2 * e), b, l, 2)
-        v = self._split_heads(self._project(v_in, 2 * e, 3 * e), b, l)
+        q, k = self._heads(self._project(qk_in, 0, 2 * e), b, l, 2)
+        (v,) = self._heads(self._project(v_in, 2 * e, 3 * e), b, l)
         return self._attend_heads(q, k, v, b, l)
 
     def construct(self, q_in, k_in, v_in):
         b, lq, _ = q_in.shape
         lk = k_in.shape[1]
         e = self.dim
-        return self._attend(self._project(q_in, 0, e), self._project(k_in, e, 2 * e),
-                            self._project(v_in, 2 * e, 3 * e), b, lq, lk)
+        (q,) = self._heads(self._project(q_in, 0, e), b, lq)
+        (k,) = self._heads(self._project(k_in, e, 2 * e), b, lk)
+        (v,) = self._heads(self._project(v_in, 2 * e, 3 * e), b, lk)
+        return self._attend_heads(q, k, v, b, lq)
 
 
 class EncoderLayer(nn.Cell):
