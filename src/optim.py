@@ -15,6 +15,7 @@ import numpy as np
 from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
 
 from src.checkpoint import CheckpointError, OPTIMIZER_PREFIX
+from src.common import expand_to
 
 _adam = ops.MultitypeFuncGraph("subset_adam")
 _scale = ops.MultitypeFuncGraph("scale")
@@ -84,13 +85,16 @@ def _adam_plain(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
     return ops.depend(ops.assign(t, t_new), done)
 
 
-def _adam_rows(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad, rows):
-    """Adam on the rows where `rows` (R, 1) is True; other rows keep weights, moments and counts."""
-    p_new, m_new, v_new, t_new = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad)
-    ops.assign(m, ops.where(rows, m_new, m))
-    ops.assign(v, ops.where(rows, v_new, v))
-    ops.assign(t, ops.where(rows, t_new, t))
-    return ops.assign(param, ops.where(rows, p_new, param))
+def _adam_rows(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad, rows, rows_full):
+    """Adam on the rows where `rows` (R, 1) is True (`rows_full`: the same, param-shaped); other rows
+    keep weights, moments and counts. The per-row counts are expanded to the parameter's shape
+    first (src/common.expand_to: no implicitly broadcasting op kept by the compiled graph)."""
+    p_new, m_new, v_new, _ = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v,
+                                          expand_to(t, param), grad)
+    ops.assign(m, ops.where(rows_full, m_new, m))
+    ops.assign(v, ops.where(rows_full, v_new, v))
+    ops.assign(t, ops.where(rows, t + 1.0, t))
+    return ops.assign(param, ops.where(rows_full, p_new, param))
 
 
 class AdamStep(nn.Cell):
@@ -110,6 +114,7 @@ class AdamStep(nn.Cell):
         if self.has_masked:
             self.q = ParameterTuple([masked[0], masked[1], masked[2], masked[3]])
             self.rows = Tensor(rows)
+            self.rows_full = Tensor(np.ascontiguousarray(np.broadcast_to(rows, masked[0].shape)))
         self.beta1, self.beta2, self.eps, self.weight_decay = hyper
         self.hyper_map = ops.HyperMap()
 
@@ -118,7 +123,7 @@ class AdamStep(nn.Cell):
                               self.params, self.m, self.v, self.t, grads[:self.n])
         if self.has_masked:
             q_done = _adam_rows(self.beta1, self.beta2, self.eps, self.weight_decay, lr, self.q[0],
-                                self.q[1], self.q[2], self.q[3], grads[self.n], self.rows)
+                                self.q[1], self.q[2], self.q[3], grads[self.n], self.rows, self.rows_full)
             return ops.depend(done, q_done)
         return done
 
