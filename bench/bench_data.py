@@ -2,7 +2,7 @@
 
     python bench/bench_data.py [--batch 8] [--seconds 3] [--rounds 2] [--json out.json]
     python bench/bench_data.py --corpus 1000,10000,50000 [--mindrecord 10000]
-                               [--train_steps 30 --train_corpus 20000] [--keep DIR] [--json bench/data_corpus.json]
+                               [--train_steps 30 --train_corpus 20000] [--keep DIR] [--json bench/data_corpus_xeon.json]
 
 Without ``--corpus``: pre-training batches (all six tasks) from ../shared/datasets/train decoded
 into RAM, the source called directly and through GeneratorDataset worker threads/processes.
