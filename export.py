@@ -61,6 +61,9 @@ def export_model(net, task: Task, file_format: str, batch: int, out: Path, meta:
     tmp_stem = out.with_name(f".{out.stem}.tmp{os.getpid()}")
     tmp = tmp_stem.with_name(tmp_stem.name + SUFFIXES[file_format])
     kwargs = {}
+    if file_format == "ONNX":
+        from src.transformer import for_onnx_export
+        for_onnx_export(net)
     if file_format == "MINDIR":
         def record(proto) -> None:
             for key, value in meta.items():

@@ -83,6 +83,7 @@ class MultiheadAttention(nn.Cell):
         self.softmax = Softmax()
         self.slice = ops.Slice()
         self.split_heads = ops.Split(axis=0, output_num=num_heads)
+        self.onnx_export = False  # set by for_onnx_export
 
     def _project(self, x, start: int, stop: int):
         """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start).
@@ -106,19 +107,28 @@ class MultiheadAttention(nn.Cell):
         Each part's heads are split off its last axis and concatenated on the batch axis. No
         Transpose: MindSpore's CPU Transpose keeps an 8-byte index per element for as long as the
         compiled graph lives, and training holds one graph per task (Split and Concat keep nothing).
-        Each split's whole tuple goes to one concat: slicing a tuple of split outputs made the
-        backward add zeros for the left-out entries (IPT-base's train graph compiled 4x slower).
+        A split's whole tuple goes to one concat: slicing it, or taking its outputs one by one,
+        makes the backward add zeros for the other entries (IPT-base's train graph compiled 2-4x
+        slower). Only an ONNX export takes them one by one (`_items`, `for_onnx_export`).
         """
         x = x.reshape(b, l, parts * self.dim)
         split = ops.split(x, self.dim, axis=-1) if parts > 1 else (x,)
-        return tuple(ops.concat(ops.split(part, self.head_dim, axis=-1), 0) for part in split)
+        return tuple(ops.concat(self._items(ops.split(part, self.head_dim, axis=-1)), 0) for part in split)
+
+    def _items(self, heads):
+        """A split's `num_heads` outputs: the tuple itself, or (ONNX export) its items one by one,
+        since MindSpore's ONNX exporter names the outputs of a Split fed whole to a Concat wrongly
+        and the .onnx file does not load."""
+        if self.onnx_export:
+            return [heads[h] for h in range(self.num_heads)]
+        return heads
 
     def _attend_heads(self, q, k, v, b: int, lq: int):
         """q, k, v: (heads*B, L, head_dim), head-major: each attention is one BatchMatMul, one softmax
         and one more BatchMatMul whatever the head count. The output's heads are split off the
         batch axis and concatenated on the last, in order."""
         attn = self.attn_drop(self.softmax(self.bmm_t(q * self.scale, k)))
-        out = ops.concat(self.split_heads(self.bmm(attn, v)), -1)  # `heads` parts: any batch size
+        out = ops.concat(self._items(self.split_heads(self.bmm(attn, v))), -1)  # `heads` parts: any batch size
         return self.out_proj(out.reshape(b * lq, self.dim)).reshape(b, lq, self.dim)
 
     def self_attend(self, x):
@@ -143,6 +153,14 @@ class MultiheadAttention(nn.Cell):
         (k,) = self._heads(self._project(k_in, e, 2 * e), b, lk)
         (v,) = self._heads(self._project(v_in, 2 * e, 3 * e), b, lk)
         return self._attend_heads(q, k, v, b, lq)
+
+
+def for_onnx_export(net: nn.Cell) -> None:
+    """Build `net`'s attention for MindSpore's ONNX exporter (see MultiheadAttention._items); the
+    same arithmetic, for graphs compiled after this call."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, MultiheadAttention):
+            cell.onnx_export = True
 
 
 class EncoderLayer(nn.Cell):
