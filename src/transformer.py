@@ -82,7 +82,7 @@ class MultiheadAttention(nn.Cell):
         self.bmm = MatMul(batch=True)
         self.softmax = Softmax()
         self.slice = ops.Slice()
-        self.split_heads = ops.Split(axis=0, output_num=num_heads)
+        self.unstack_heads = ops.Split(axis=0, output_num=num_heads)
         self.onnx_export = False  # set by for_onnx_export
 
     def _project(self, x, start: int, stop: int):
@@ -128,7 +128,7 @@ class MultiheadAttention(nn.Cell):
         and one more BatchMatMul whatever the head count. The output's heads are split off the
         batch axis and concatenated on the last, in order."""
         attn = self.attn_drop(self.softmax(self.bmm_t(q * self.scale, k)))
-        out = ops.concat(self._items(self.split_heads(self.bmm(attn, v))), -1)  # `heads` parts: any batch size
+        out = ops.concat(self._items(self.unstack_heads(self.bmm(attn, v))), -1)  # `heads` parts: any batch size
         return self.out_proj(out.reshape(b * lq, self.dim)).reshape(b, lq, self.dim)
 
     def self_attend(self, x):
