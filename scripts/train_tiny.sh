@@ -2,14 +2,16 @@
 # The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
 #   0. split ../shared/datasets/train: held-out images (src/holdout.py) for validation, the rest for training
 #      (OUT_ROOT/data/{train,val}, symbolic links; no benchmark image is used to choose anything),
-#   1. pre-train ipt_tiny on the training part for all six tasks (one task per step), EMA on,
-#   2. fine-tune each task from the last pre-training checkpoint (L1 only, cosine lr), validated
-#      on the held-out images; the best validated EMA weights are kept (best_TASK.ckpt),
-#   3. ship the weights (scripts/ship_weights.py: weights only, float16) as pretrained/ipt_tiny_*.ckpt,
-#   4. plot the loss and validation curves (pretrained/loss_curves.png),
-#   5. record how it was made in pretrained/TRAINING.txt (command, git revision, times per stage).
+#   1. train each task alone from random initialisation (L1, cosine lr, EMA), validated on the
+#      held-out images; the best validated EMA weights are kept (best_TASK.ckpt). At this budget a
+#      task trained alone beats six-task pre-training + fine-tuning at equal compute (README, "Does
+#      multi-task pre-training help?"), so the default has no pre-training stage; --pretrain_steps N
+#      adds one (all six tasks, L1 + contrastive), fine-tunes every task from it and ships it too,
+#   2. ship the weights (scripts/ship_weights.py: weights only, float16) as pretrained/ipt_tiny_*.ckpt,
+#   3. plot the loss and validation curves (pretrained/loss_curves.png),
+#   4. record how it was made in pretrained/TRAINING.txt (command, git revision, times per stage).
 #
-#   bash scripts/train_tiny.sh [OUT_ROOT] [--pretrain_steps N] [--finetune_steps M] [options]
+#   bash scripts/train_tiny.sh [OUT_ROOT] [--task_steps M] [--pretrain_steps N] [options]
 #
 # Resumable: run the same command again after an interruption. A stage whose out_dir has
 # checkpoints continues from the newest (--resume true); a stage that reached its steps is skipped.
@@ -29,14 +31,15 @@ PRETRAIN_FILE="$(py 'from src.weights import PRETRAIN_SHIPPED, shipped_name; pri
 usage() {
     cat >&2 <<EOF
 usage: bash scripts/train_tiny.sh [OUT_ROOT] [options]
-  OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/pretrain, OUT_ROOT/TASK
+  OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/TASK (and OUT_ROOT/pretrain)
 options:
-  --pretrain_steps N       pre-training steps (default 3000; L1 + contrastive, cosine 1e-3 -> 1e-5, batch 8, seed 1)
-  --finetune_steps M       fine-tuning steps of every task (default per task: $(finetune_defaults);
-                           L1 only, as the paper fine-tunes)
-  --finetune_lr LR         fine-tuning lr at the start of its cosine decay to 1e-5 (default 1e-3)
-  --tasks LIST             tasks to fine-tune and ship, comma-separated (default $ALL_TASKS)
-  --skip_finetune          ship the six-task pre-trained checkpoint only ($PRETRAIN_FILE)
+  --task_steps M           training steps of every task (default per task: $(task_step_defaults);
+                           batch 8, L1, cosine lr -> 1e-5, EMA 0.999, seed 1)
+  --task_lr LR             each task's lr at the start of its cosine decay (default $TASK_LR)
+  --tasks LIST             tasks to train and ship, comma-separated (default $ALL_TASKS)
+  --pretrain_steps N       add six-task pre-training (L1 + contrastive, cosine 1e-3 -> 1e-5) of N steps,
+                           fine-tune every task from it and ship it as $PRETRAIN_FILE (default 0: none)
+  --pretrain_only          with --pretrain_steps: ship the six-task pre-trained checkpoint only
   --pretrain_dir DIR       pre-training run folder (default OUT_ROOT/pretrain), e.g. an existing run
   --ship_dir DIR           where the shipped files go (default pretrained)
   --device_target T        CPU (default), GPU or Ascend
@@ -48,26 +51,27 @@ EOF
 
 die() { echo "error: $*" >&2; exit 2; }
 
-# Fine-tuning steps per task, set from the pilot runs in pretrained/logs/pilots/: the SR tasks, the
-# furthest from their targets, get the most; a step of sr_x4 (192x192 outputs) costs the most.
-finetune_steps_of() {
-    if [ -n "$FINETUNE_STEPS" ]; then echo "$FINETUNE_STEPS"; return; fi
+# Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): SR's held-out
+# curves flatten early and its steps cost the most (sr_x4: 192x192 outputs), so the denoising and
+# deraining runs, still rising at the pilots' end, get more of the budget.
+task_steps_of() {
+    if [ -n "$TASK_STEPS" ]; then echo "$TASK_STEPS"; return; fi
     case "$1" in
-        sr_x2) echo 1100 ;; sr_x3) echo 900 ;; sr_x4) echo 1000 ;;
-        derain) echo 900 ;; denoise_30) echo 900 ;; denoise_50) echo 700 ;;
-        *) echo 700 ;;
+        sr_x2) echo 2000 ;; sr_x3) echo 2000 ;; sr_x4) echo 2000 ;;
+        derain) echo 4500 ;; denoise_30) echo 4500 ;; denoise_50) echo 4500 ;;
+        *) echo 2000 ;;
     esac
 }
-finetune_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(FINETUNE_STEPS="" finetune_steps_of "$t"), "; done; echo "${out%, }"; }
-is_int() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
+task_step_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(TASK_STEPS="" task_steps_of "$t"), "; done; echo "${out%, }"; }
+is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_float() { [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]]; }
 
 OUT_ROOT="runs/ipt_tiny"
-PRETRAIN_STEPS=3000
-FINETUNE_STEPS=""   # empty: finetune_steps_of each task
-FINETUNE_LR=1e-3
+PRETRAIN_STEPS=0    # 0: every task trains alone from random initialisation
+TASK_STEPS=""       # empty: task_steps_of each task
+TASK_LR=1e-3
 TASKS="$ALL_TASKS"
-SKIP_FINETUNE=0
+PRETRAIN_ONLY=0
 PRETRAIN_DIR=""
 SHIP_DIR="pretrained"
 DEVICE_TARGET="CPU"
@@ -80,18 +84,18 @@ while [ $# -gt 0 ]; do
     opt="$1"
     case "$opt" in
         -h|--help) usage ;;
-        --skip_finetune) SKIP_FINETUNE=1; shift; continue ;;
+        --pretrain_only) PRETRAIN_ONLY=1; shift; continue ;;
         --overwrite) OVERWRITE=1; shift; continue ;;
         --dry_run) DRY_RUN=1; shift; continue ;;
-        --pretrain_steps|--finetune_steps|--finetune_lr|--tasks|--pretrain_dir|--ship_dir|--device_target)
+        --pretrain_steps|--task_steps|--task_lr|--tasks|--pretrain_dir|--ship_dir|--device_target)
             [ $# -ge 2 ] && [[ "$2" != --* ]] || { echo "error: $opt needs a value" >&2; usage; } ;;
         *) echo "error: unknown argument '$opt'" >&2; usage ;;
     esac
     val="$2"; shift 2
     case "$opt" in
-        --pretrain_steps) is_int "$val" || die "--pretrain_steps must be a positive integer, got '$val'"; PRETRAIN_STEPS="$val" ;;
-        --finetune_steps) is_int "$val" || die "--finetune_steps must be a positive integer, got '$val'"; FINETUNE_STEPS="$val" ;;
-        --finetune_lr) is_float "$val" || die "--finetune_lr must be a number, got '$val'"; FINETUNE_LR="$val" ;;
+        --pretrain_steps) is_int "$val" || die "--pretrain_steps must be an integer >= 0, got '$val'"; PRETRAIN_STEPS=$((10#$val)) ;;
+        --task_steps) { is_int "$val" && [ "$((10#$val))" -gt 0 ]; } || die "--task_steps must be a positive integer, got '$val'"; TASK_STEPS=$((10#$val)) ;;
+        --task_lr) is_float "$val" || die "--task_lr must be a number, got '$val'"; TASK_LR="$val" ;;
         --tasks) TASKS="$val" ;;
         --pretrain_dir) PRETRAIN_DIR="$val" ;;
         --ship_dir) SHIP_DIR="$val" ;;
@@ -104,7 +108,10 @@ IFS=',' read -r -a TASK_LIST <<< "$TASKS"
 for t in "${TASK_LIST[@]}"; do
     [[ ",$ALL_TASKS," == *",$t,"* ]] || die "unknown task '$t' in --tasks (choose from $ALL_TASKS)"
 done
-[ "$SKIP_FINETUNE" = 1 ] && TASK_LIST=()
+if [ "$PRETRAIN_ONLY" = 1 ]; then
+    [ "$PRETRAIN_STEPS" -gt 0 ] || die "--pretrain_only needs --pretrain_steps N (N > 0)"
+    TASK_LIST=()
+fi
 PRETRAIN_DIR="${PRETRAIN_DIR:-$OUT_ROOT/pretrain}"
 
 cd "$ROOT"
@@ -114,14 +121,23 @@ if [ "$DRY_RUN" = 0 ]; then
 fi
 
 # ------------------------------------------------------------------ what will be written, checked first
-SHIPPED=("$SHIP_DIR/$PRETRAIN_FILE")
+SHIPPED=()
+[ "$PRETRAIN_STEPS" -gt 0 ] && SHIPPED+=("$SHIP_DIR/$PRETRAIN_FILE")
 for t in "${TASK_LIST[@]}"; do SHIPPED+=("$SHIP_DIR/$(shipped_of "$t")"); done
 if [ "$OVERWRITE" = 0 ] && [ "$DRY_RUN" = 0 ]; then
     for f in "${SHIPPED[@]}" "$SHIP_DIR/loss_curves.png" "$SHIP_DIR/TRAINING.txt"; do
         [ -e "$f" ] && die "$f exists; pass --overwrite to replace the shipped files (nothing was run)"
     done
 fi
-if [ "$SKIP_FINETUNE" = 1 ]; then
+# A six-task file this run does not make would outlive it as the fallback of every task without a
+# file of its own (src/weights.py default_checkpoint), from another recipe: replacing it removes it.
+STALE_PRETRAIN=""
+if [ "$PRETRAIN_STEPS" = 0 ] && [ -e "$SHIP_DIR/$PRETRAIN_FILE" ]; then
+    [ "$OVERWRITE" = 1 ] || [ "$DRY_RUN" = 1 ] \
+        || die "$SHIP_DIR/$PRETRAIN_FILE exists and this recipe (no pre-training) does not make it; pass --overwrite to remove it"
+    STALE_PRETRAIN="$SHIP_DIR/$PRETRAIN_FILE"
+fi
+if [ "$PRETRAIN_ONLY" = 1 ]; then
     IFS=',' read -r -a EVERY_TASK <<< "$ALL_TASKS"
     for t in "${EVERY_TASK[@]}"; do
         f="$SHIP_DIR/$(shipped_of "$t")"
@@ -203,17 +219,22 @@ run_stage() {
 # an EMA of the weights (validated, kept as best_TASK.ckpt and shipped).
 COMMON=(--config ipt_tiny --batch_size 8 --lr_schedule cosine --lr_min 1e-5 --log_every 25 --seed 1
         --train_path "$TRAIN_DATA" --val_path "$VAL_DATA" --ema_decay 0.999 --device_target "$DEVICE_TARGET")
-PRE_CMD=(python train.py --train_mode pretrain --steps "$PRETRAIN_STEPS" --lr_max 1e-3
-         --save_every 250 --keep_last 3 --val_every 500 "${COMMON[@]}" --out_dir "$PRETRAIN_DIR")
-run_stage pretrain "$PRETRAIN_DIR" "$PRETRAIN_STEPS" "${PRE_CMD[@]}"
-PRE_CKPT="$(ckpt_of "$PRETRAIN_DIR" "$PRETRAIN_STEPS")"
+FROM=()   # each task's start: random initialisation, or the pre-training's last checkpoint
+if [ "$PRETRAIN_STEPS" -gt 0 ]; then
+    PRE_CMD=(python train.py --train_mode pretrain --steps "$PRETRAIN_STEPS" --lr_max 1e-3
+             --save_every 250 --keep_last 3 --val_every 500 "${COMMON[@]}" --out_dir "$PRETRAIN_DIR")
+    run_stage pretrain "$PRETRAIN_DIR" "$PRETRAIN_STEPS" "${PRE_CMD[@]}"
+    PRE_CKPT="$(ckpt_of "$PRETRAIN_DIR" "$PRETRAIN_STEPS")"
+    FROM=(--pretrained "$PRE_CKPT")
+fi
 
 for t in "${TASK_LIST[@]}"; do
-    steps="$(finetune_steps_of "$t")"
-    FT_CMD=(python train.py --train_mode finetune --task "$t" --pretrained "$PRE_CKPT" --steps "$steps"
-            --lr_max "$FINETUNE_LR" --contrastive_weight 0 --save_every 100 --keep_last 2 "${COMMON[@]}"
-            --out_dir "$OUT_ROOT/$t")
-    run_stage "$t" "$OUT_ROOT/$t" "$steps" "${FT_CMD[@]}"
+    steps="$(task_steps_of "$t")"
+    every=$(( steps / 10 > 100 ? steps / 10 : 100 ))   # about ten validations per run
+    TASK_CMD=(python train.py --train_mode finetune --task "$t" "${FROM[@]}" --steps "$steps"
+              --lr_max "$TASK_LR" --contrastive_weight 0 --save_every "$every" --keep_last 2 "${COMMON[@]}"
+              --out_dir "$OUT_ROOT/$t")
+    run_stage "$t" "$OUT_ROOT/$t" "$steps" "${TASK_CMD[@]}"
 done
 
 # ------------------------------------------------------------------ ship, plot
@@ -227,13 +248,23 @@ timed() {  # timed NAME CMD...: run and record like a stage
 }
 
 OW=(); [ "$OVERWRITE" = 1 ] && OW=(--overwrite)
-timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/$PRETRAIN_FILE" "${OW[@]}"
-LOGS=("$PRETRAIN_DIR")
+LOGS=()
+if [ "$PRETRAIN_STEPS" -gt 0 ]; then
+    timed ship-pretrain python scripts/ship_weights.py --src "$PRE_CKPT" --dst "$SHIP_DIR/$PRETRAIN_FILE" "${OW[@]}"
+    LOGS+=("$PRETRAIN_DIR")
+fi
 for t in "${TASK_LIST[@]}"; do
     timed "ship-$t" python scripts/ship_weights.py --src "$OUT_ROOT/$t/$(best_of "$t")" \
         --dst "$SHIP_DIR/$(shipped_of "$t")" "${OW[@]}"
     LOGS+=("$OUT_ROOT/$t")
 done
+if [ -n "$STALE_PRETRAIN" ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "rm $STALE_PRETRAIN"
+    else
+        rm -f "$STALE_PRETRAIN"; note "removed $STALE_PRETRAIN (this recipe does not make it)"
+    fi
+fi
 timed plot python scripts/plot_losses.py "${LOGS[@]}" --out "$SHIP_DIR/loss_curves.png"
 
 [ "$DRY_RUN" = 1 ] && exit 0
