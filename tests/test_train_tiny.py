@@ -1,0 +1,81 @@
+"""scripts/train_tiny.sh, the shipped weights' recipe, through --dry_run (no training): the stages it
+runs, where each task starts from, and the refusals that come before any training."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from src.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "train_tiny.sh"
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _train_lines(out: str):
+    return [line for line in out.splitlines() if line.startswith("python train.py")]
+
+
+def test_default_recipe_trains_every_task_alone(tmp_path):
+    proc = _run(str(tmp_path / "run"), "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    lines = _train_lines(proc.stdout)
+    assert [line.split("--task ")[1].split()[0] for line in lines] == list(TASKS)
+    for line in lines:
+        assert "--train_mode finetune" in line and "--pretrained" not in line
+        assert "--contrastive_weight 0" in line and "--ema_decay 0.999" in line
+    assert "--train_mode pretrain" not in proc.stdout
+    shipped = [line for line in proc.stdout.splitlines() if line.startswith("python scripts/ship_weights.py")]
+    assert len(shipped) == len(TASKS) and not any("pretrain.ckpt" in line for line in shipped)
+
+
+def test_pretrain_steps_adds_the_two_stage_recipe(tmp_path):
+    proc = _run(str(tmp_path / "run"), "--dry_run", "--pretrain_steps", "40", "--task_steps", "10",
+                "--tasks", "sr_x2,derain")
+    assert proc.returncode == 0, proc.stderr
+    lines = _train_lines(proc.stdout)
+    assert "--train_mode pretrain --steps 40" in lines[0]
+    pre_ckpt = str(tmp_path / "run" / "pretrain" / "ipt_step00000040.ckpt")
+    assert len(lines) == 3
+    for line in lines[1:]:
+        assert f"--pretrained {pre_ckpt}" in line and "--steps 10 " in line
+    assert "ipt_tiny_pretrain.ckpt" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pretrain_only"], "--pretrain_only needs --pretrain_steps"),
+    (["--task_steps", "0"], "--task_steps must be a positive integer"),
+    (["--pretrain_steps", "-3"], "--pretrain_steps must be an integer >= 0"),
+    (["--tasks", "sr_x5"], "unknown task 'sr_x5'"),
+    (["--task_lr", "fast"], "--task_lr must be a number"),
+])
+def test_bad_options_fail_before_anything_runs(tmp_path, args, message):
+    proc = _run(str(tmp_path / "run"), "--dry_run", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_shipped_files_are_kept_without_overwrite(tmp_path):
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    (ship / "ipt_tiny_sr_x2.ckpt").write_bytes(b"x")
+    proc = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship))
+    assert proc.returncode == 2
+    assert "ipt_tiny_sr_x2.ckpt exists; pass --overwrite" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    (ship / "ipt_tiny_pretrain.ckpt").write_bytes(b"x")
+    proc = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship))
+    assert proc.returncode == 2
+    assert "does not make it; pass --overwrite to remove it" in proc.stderr
+    dry = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship), "--dry_run")
+    assert f"rm {ship / 'ipt_tiny_pretrain.ckpt'}" in dry.stdout
