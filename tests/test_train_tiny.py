@@ -1,7 +1,9 @@
 """scripts/train_tiny.sh, the shipped weights' recipe, through --dry_run (no training): the stages it
 runs, where each task starts from, and the refusals that come before any training."""
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,10 @@ SCRIPT = ROOT / "scripts" / "train_tiny.sh"
 
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    """The script calls `python`: this interpreter's, as a user's activated venv provides it."""
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 def _train_lines(out: str):
@@ -60,22 +65,24 @@ def test_bad_options_fail_before_anything_runs(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_existing_shipped_files_are_kept_without_overwrite(tmp_path):
+def _run_with_shipped(tmp_path, name: str, *args: str) -> subprocess.CompletedProcess:
+    """The sr_x2 recipe into a ship folder that already holds a file `name`."""
     ship = tmp_path / "ship"
-    ship.mkdir()
-    (ship / "ipt_tiny_sr_x2.ckpt").write_bytes(b"x")
-    proc = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship))
+    ship.mkdir(exist_ok=True)
+    (ship / name).write_bytes(b"x")
+    return _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship), *args)
+
+
+def test_existing_shipped_files_are_kept_without_overwrite(tmp_path):
+    proc = _run_with_shipped(tmp_path, "ipt_tiny_sr_x2.ckpt")
     assert proc.returncode == 2
     assert "ipt_tiny_sr_x2.ckpt exists; pass --overwrite" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
-    ship = tmp_path / "ship"
-    ship.mkdir()
-    (ship / "ipt_tiny_pretrain.ckpt").write_bytes(b"x")
-    proc = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship))
+    proc = _run_with_shipped(tmp_path, "ipt_tiny_pretrain.ckpt")
     assert proc.returncode == 2
     assert "does not make it; pass --overwrite to remove it" in proc.stderr
-    dry = _run(str(tmp_path / "run"), "--tasks", "sr_x2", "--ship_dir", str(ship), "--dry_run")
-    assert f"rm {ship / 'ipt_tiny_pretrain.ckpt'}" in dry.stdout
+    dry = _run_with_shipped(tmp_path, "ipt_tiny_pretrain.ckpt", "--dry_run")
+    assert f"rm {tmp_path / 'ship' / 'ipt_tiny_pretrain.ckpt'}" in dry.stdout
