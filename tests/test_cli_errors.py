@@ -11,7 +11,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import cv2
@@ -195,14 +194,21 @@ def test_webp_and_gray_alpha_inputs(tmp_path, tiny_ckpt):
 
 
 def test_ctrl_c_ends_with_one_line_and_130(tmp_path, tiny_ckpt):
+    # Large enough that the first progress line (after 5 s of tiles) comes well before the end on a
+    # fast CPU; the signal goes out when that line is seen, not after a fixed sleep.
     big = tmp_path / "big.png"
-    cv2.imwrite(str(big), np.random.default_rng(0).integers(0, 255, (900, 1200, 3), np.uint8))
+    cv2.imwrite(str(big), np.random.default_rng(0).integers(0, 255, (1800, 2400, 3), np.uint8))
     proc = subprocess.Popen([sys.executable, "restore.py", "--config", "ipt_tiny", "--task", "sr_x2",
                              "--ckpt", tiny_ckpt, "--input", big, "--output", tmp_path / "out"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "big.png tiles" in line:
+            break
+    assert proc.poll() is None, "".join(seen)[-2000:]
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
     assert not (tmp_path / "out" / "big.png").exists()
