@@ -1,13 +1,14 @@
-"""How much more fine-tuning each unmet target of the shipped weights needs, from the run's own curves.
+"""How much more training each unmet target of the shipped weights needs, from the run's own curves.
 
     python bench/bench_budget.py --run_dir runs/ipt_tiny --results bench/results_tiny.json \
         [--json bench/budget_tiny.json] [--markdown bench/budget_tiny.md]
 
 Why an extrapolation and not a longer run: the recipe has a 2.5 h budget on this CPU, and the
-question is how far past it a target lies. For each task's fine-tuning stage (RUN_DIR/TASK/
-metrics.jsonl, written by train.py) the held-out validation PSNR is fitted as a + b * log2(step)
+question is how far past it a target lies. For each task's own stage (RUN_DIR/TASK/metrics.jsonl,
+written by train.py: the task trained alone from scratch in the default recipe, or fine-tuned from
+a pre-training with --pretrain_steps) the held-out validation PSNR is fitted as a + b * log2(step)
 over the validations of the schedule's first half, where the cosine lr is still above half its
-peak: b is the measured gain per doubling of the fine-tuning steps (on Y, or on RGB for an RGB
+peak: b is the measured gain per doubling of the task's steps (on Y, or on RGB for an RGB
 target). A target short by g dB on its benchmark then needs about g / b more doublings, i.e.
 F * 2^(g / b) steps, assuming the benchmark gains what the held-out images gain and b stays
 constant. The gain per doubling shrinks as training goes on, so the budget printed is a lower
@@ -102,7 +103,7 @@ def estimate(run_dir: Path, results: dict, batch: int = 8) -> List[dict]:
         sec = seconds_per_step(records, batch)
         short = target - achieved
         entry = {"task": task, "set": bench_set, "metric": metric, "target": target, "target_is": what,
-                 "achieved": achieved, "short_db": short, "met": short <= 0, "finetune_steps": steps,
+                 "achieved": achieved, "short_db": short, "met": short <= 0, "task_steps": steps,
                  "gain_per_doubling_db": slope, "seconds_per_step": sec}
         if short > 0 and slope and slope > 0 and steps:
             doublings = short / slope
@@ -115,7 +116,7 @@ def estimate(run_dir: Path, results: dict, batch: int = 8) -> List[dict]:
 
 
 def markdown(entries: Sequence[dict]) -> str:
-    lines = ["| task | set | metric | target | ours | short (dB) | gain per doubling (dB) | fine-tuning steps needed | hours here (at least) |",
+    lines = ["| task | set | metric | target | ours | short (dB) | gain per doubling (dB) | task steps needed | hours here (at least) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         if e["met"]:

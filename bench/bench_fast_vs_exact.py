@@ -1,6 +1,6 @@
 """Fast tiling against the official (exact) stitching: PSNR difference and tiles, on real benchmarks.
 
-    python bench/bench_fast_vs_exact.py --ckpt pretrained/ipt_tiny_pretrain.ckpt [--limit 10] [--json out.json]
+    python bench/bench_fast_vs_exact.py [--ckpt FILE] [--limit 10] [--json out.json]
 
 Runs eval.py twice per case (`--tiling exact`, `--tiling fast`) on Set5 x2 and CBSD68 sigma 30
 and prints mean PSNR/SSIM (Y), the difference, tiles per image and seconds per image. The fast

@@ -50,7 +50,7 @@ def test_budget_from_a_curve_of_known_slope(budget, tmp_path):
     assert entries[("sr_x2", "Set14", "y")]["met"]          # +1.3 over bicubic
     assert entries[("denoise_30", "CBSD68", "y")]["met"]     # 31.0 >= CBM3D 30.96
     assert entries[("denoise_30", "CBSD68", "rgb")]["met"]
-    # tasks without a fine-tuning stage in the run are left out, not guessed
+    # tasks without a stage of their own in the run are left out, not guessed
     assert not any(t == "derain" for t, _, _ in entries)
     table = budget.markdown(list(entries.values()))
     assert "16,000 (x16)" in table and "| met |" in table
