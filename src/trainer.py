@@ -43,6 +43,7 @@ from src.optim import SubsetAdam, clip_global_norm, gradient_buffers  # noqa: F4
 from src.precision import LossScaling, apply_precision, make_loss_scaling
 from src.slots import QUERY_NAME
 from src.train_step import MicroStep, TaskStep
+from src.utils import release_freed_memory
 from src.weights import list_checkpoints, load_checkpoint, load_pretrained_task, unfinished_checkpoints
 
 LOG = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ class Trainer:
         fn = self.step_fn(slot)
         first = self.model.tasks[slot].name not in self.compile_seconds
         start = time.perf_counter()
+        if first:
+            self._compile(slot, pairs)
         parts = []
         for m_lr, m_hr in pairs[:-1]:
             l1, con = self.micro_fn(slot)(Tensor(m_lr, ms.float32), Tensor(m_hr, ms.float32))
@@ -191,6 +194,17 @@ class Trainer:
             LOG.warning("step %d skipped: gradient overflow (inf/nan), loss scale now %g (%d overflow(s))",
                         self.position, self.loss_scale, self.overflows)
         return values
+
+    def _compile(self, slot: int, pairs) -> None:
+        """Compile task `slot`'s step (and micro-step) before their first run, then return the
+        compiler's freed memory to the OS, so that it is not part of the training's peak."""
+        if ms.get_context("mode") != ms.GRAPH_MODE:
+            return
+        m_lr, m_hr = (Tensor(a, ms.float32) for a in pairs[-1])
+        if len(pairs) > 1:
+            self.micro_fn(slot).compile(m_lr, m_hr)
+        self.step_fn(slot).compile(m_lr, m_hr, Tensor(0.0, ms.float32))
+        release_freed_memory()
 
     # -- checkpoints
 

@@ -61,6 +61,40 @@ class Softmax(nn.Cell):
         return self.op(x)
 
 
+class _HeadMove(nn.Cell):
+    """Moves attention heads between the last axis and the batch axis (no Transpose: MindSpore's CPU
+    Transpose keeps an 8-byte index per element for as long as the compiled graph lives, and
+    training holds one graph per task; Split and Concat keep nothing).
+
+    The backward is the inverse move, one Split and one Concat: MindSpore's own gradient of a Concat
+    is one Slice per input (IPT-base: ~1700 Slice nodes in a train graph, whose compiled form
+    stays in memory). A split's whole tuple goes to one concat (slicing it makes the backward add
+    zeros for the other entries), except for an ONNX export (`_items`, `for_onnx_export`)."""
+
+    def __init__(self, num_heads: int, to_batch: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.onnx_export = False  # set by for_onnx_export
+        # (B, L, heads*d) <-> (heads*B, L, d); positive axes: the ONNX exporter's Split takes no -1
+        last, first = ops.Split(axis=2, output_num=num_heads), ops.Split(axis=0, output_num=num_heads)
+        self.split_in, self.split_out = (last, first) if to_batch else (first, last)
+        self.axis_in, self.axis_out = (0, 2) if to_batch else (2, 0)
+
+    def _items(self, parts):
+        """A split's outputs: the tuple itself, or (ONNX export) its items one by one, since
+        MindSpore's ONNX exporter names the outputs of a Split fed whole to a Concat wrongly and
+        the .onnx file does not load."""
+        if self.onnx_export:
+            return [parts[h] for h in range(self.num_heads)]
+        return parts
+
+    def construct(self, x):
+        return ops.concat(self._items(self.split_in(x)), self.axis_in)
+
+    def bprop(self, x, out, dout):
+        return (ops.concat(self.split_out(dout), self.axis_out),)
+
+
 class MultiheadAttention(nn.Cell):
     """Multi-head attention without input bias, torch layout: `in_proj_weight` (3E, E) = [Wq; Wk; Wv]."""
 
@@ -82,8 +116,8 @@ class MultiheadAttention(nn.Cell):
         self.bmm = MatMul(batch=True)
         self.softmax = Softmax()
         self.slice = ops.Slice()
-        self.unstack_heads = ops.Split(axis=0, output_num=num_heads)
-        self.onnx_export = False  # set by for_onnx_export
+        self.heads_to_batch = _HeadMove(num_heads, to_batch=True)
+        self.batch_to_heads = _HeadMove(num_heads, to_batch=False)
 
     def _project(self, x, start: int, stop: int):
         """x (B, L, E) times rows [start, stop) of in_proj_weight, transposed: (B*L, stop-start).
@@ -102,33 +136,17 @@ class MultiheadAttention(nn.Cell):
         return self.matmul_t(x.reshape(b * l, e), w)
 
     def _heads(self, x, b: int, l: int, parts: int = 1):
-        """(B*L, parts*E) projections -> `parts` tensors (heads*B, L, head_dim), head-major.
-
-        Each part's heads are split off its last axis and concatenated on the batch axis. No
-        Transpose: MindSpore's CPU Transpose keeps an 8-byte index per element for as long as the
-        compiled graph lives, and training holds one graph per task (Split and Concat keep nothing).
-        A split's whole tuple goes to one concat: slicing it, or taking its outputs one by one,
-        makes the backward add zeros for the other entries (IPT-base's train graph compiled 2-4x
-        slower). Only an ONNX export takes them one by one (`_items`, `for_onnx_export`).
-        """
+        """(B*L, parts*E) projections -> `parts` tensors (heads*B, L, head_dim), head-major."""
         x = x.reshape(b, l, parts * self.dim)
         split = ops.split(x, self.dim, axis=-1) if parts > 1 else (x,)
-        return tuple(ops.concat(self._items(ops.split(part, self.head_dim, axis=-1)), 0) for part in split)
-
-    def _items(self, heads):
-        """A split's `num_heads` outputs: the tuple itself, or (ONNX export) its items one by one,
-        since MindSpore's ONNX exporter names the outputs of a Split fed whole to a Concat wrongly
-        and the .onnx file does not load."""
-        if self.onnx_export:
-            return [heads[h] for h in range(self.num_heads)]
-        return heads
+        return tuple(self.heads_to_batch(part) for part in split)
 
     def _attend_heads(self, q, k, v, b: int, lq: int):
         """q, k, v: (heads*B, L, head_dim), head-major: each attention is one BatchMatMul, one softmax
         and one more BatchMatMul whatever the head count. The output's heads are split off the
         batch axis and concatenated on the last, in order."""
         attn = self.attn_drop(self.softmax(self.bmm_t(q * self.scale, k)))
-        out = ops.concat(self._items(self.unstack_heads(self.bmm(attn, v))), -1)  # `heads` parts: any batch size
+        out = self.batch_to_heads(self.bmm(attn, v))
         return self.out_proj(out.reshape(b * lq, self.dim)).reshape(b, lq, self.dim)
 
     def self_attend(self, x):
@@ -156,10 +174,10 @@ class MultiheadAttention(nn.Cell):
 
 
 def for_onnx_export(net: nn.Cell) -> None:
-    """Build `net`'s attention for MindSpore's ONNX exporter (see MultiheadAttention._items); the
-    same arithmetic, for graphs compiled after this call."""
+    """Build `net`'s attention for MindSpore's ONNX exporter (see _HeadMove._items); the same
+    arithmetic, for graphs compiled after this call."""
     for _, cell in net.cells_and_names():
-        if isinstance(cell, MultiheadAttention):
+        if isinstance(cell, _HeadMove):
             cell.onnx_export = True
 
 

@@ -195,6 +195,18 @@ def rss_mb() -> Optional[float]:
     return _proc_status_mb("VmRSS")
 
 
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    Compiling a graph frees hundreds of MB of intermediate IR that glibc keeps mapped; without this
+    it stays resident next to the first run's tensors (IPT-base train step: 0.16 GB of its peak)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def write_json(path, obj) -> None:
     """Write a result file atomically (parent folders created)."""
     import json
