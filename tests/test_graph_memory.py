@@ -92,3 +92,12 @@ def test_no_transpose_in_the_attention(train_graph_ops):
                  if op == "Transpose" and ins and len(ins[0].split(",")) in (4, 5)
                  and ins[0].split(",")[0].strip() == "2"]
     assert not attention, f"attention transposes: {attention[:5]}"
+
+
+def test_no_slice_per_head_in_the_attention_backward(train_graph_ops):
+    """The head moves have their own backward (transformer._HeadMove: one Split + one Concat):
+    MindSpore's Concat gradient is one Slice per input, 4 per head move in ipt_tiny (~1700 in an
+    IPT-base train graph, each kept compiled for the graph's life). ipt_tiny, batch 2: 4 heads."""
+    per_head = [(op, ins, outs) for op, ins, outs in train_graph_ops if op == "Slice" and ins and outs
+                and ins[0].split(",")[0].strip() == "8" and outs[0].split(",")[0].strip() == "2"]
+    assert not per_head, f"Slices of a head off the batch axis: {per_head[:3]}"

@@ -125,3 +125,32 @@ def test_official_options_build_and_run(option, plain_tiny):
         _restore(plain, saved_plain)
         _restore(model, saved_model)
     np.testing.assert_allclose(out, neutral, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("to_batch", [True, False])
+def test_head_moves_and_their_backward_are_exact(to_batch):
+    """The attention's head moves (transformer._HeadMove): (B, L, heads*d) <-> (heads*B, L, d),
+    head-major, and their own backward (the inverse move) is the true gradient."""
+    from mindspore import nn
+    from src.transformer import _HeadMove
+    b, l, heads, d = 2, 5, 3, 4
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(b, l, heads * d)).astype(np.float32)
+    batched = np.concatenate([tokens[:, :, h * d:(h + 1) * d] for h in range(heads)], 0)  # (heads*B, L, d)
+    x, want = (tokens, batched) if to_batch else (batched, tokens)
+    weights = rng.normal(size=want.shape).astype(np.float32)
+    move = _HeadMove(heads, to_batch)
+
+    class Weighted(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.move = move
+
+        def construct(self, x, w):
+            return (self.move(x) * w).sum()
+
+    np.testing.assert_array_equal(move(ms.Tensor(x)).asnumpy(), want)
+    grad = ms.grad(Weighted(), grad_position=0)(ms.Tensor(x), ms.Tensor(weights)).asnumpy()
+    inverse = _HeadMove(heads, not to_batch)(ms.Tensor(weights)).asnumpy()  # d sum(w * move(x)) / dx
+    np.testing.assert_array_equal(grad, inverse)
+    assert not np.array_equal(inverse, weights.reshape(inverse.shape))  # the move is not a reshape
