@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import cv2
@@ -202,11 +203,16 @@ def test_ctrl_c_ends_with_one_line_and_130(tmp_path, tiny_ckpt):
                              "--ckpt", tiny_ckpt, "--input", big, "--output", tmp_path / "out"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "big.png tiles" in line:
-            break
-    assert proc.poll() is None, "".join(seen)[-2000:]
+    watchdog = threading.Timer(300, proc.kill)  # no progress line in 5 minutes: fail, do not hang
+    watchdog.start()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "big.png tiles" in line:
+                break
+    finally:
+        watchdog.cancel()
+    assert proc.poll() is None, "no progress line before the end or the deadline:\n" + "".join(seen)[-2000:]
     proc.send_signal(signal.SIGINT)
     err = "".join(seen) + proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, err[-2000:]
