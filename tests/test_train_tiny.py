@@ -86,3 +86,18 @@ def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
     assert "does not make it; pass --overwrite to remove it" in proc.stderr
     dry = _run_with_shipped(tmp_path, "ipt_tiny_pretrain.ckpt", "--dry_run")
     assert f"rm {tmp_path / 'ship' / 'ipt_tiny_pretrain.ckpt'}" in dry.stdout
+
+
+def test_reproduction_record_is_about_the_shipped_files():
+    """The READMEs say a second clone re-made these exact files: the record must list every shipped
+    checkpoint with its current hash, and its run must have been the documented recipe command."""
+    import hashlib
+    record = ROOT / "pretrained" / "logs" / "reproduction"
+    listed = dict(reversed(line.split()) for line in (record / "sha256sums.txt").read_text().splitlines())
+    shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pretrained").glob("ipt_tiny_*.ckpt"))
+    assert shipped and set(shipped) <= set(listed)
+    for name in shipped:
+        assert hashlib.sha256((ROOT / name).read_bytes()).hexdigest() == listed[name], name
+    training = (record / "TRAINING.txt").read_text()
+    assert "command:   bash scripts/train_tiny.sh runs/ipt_tiny --overwrite" in training
+    assert "(clean)" in training
