@@ -2,6 +2,7 @@
 
     python bench/bench_train.py [--cases base:2,base:4,tiny:8] [--steps 3] [--device_target CPU]
                                 [--threads 0] [--json out.json] [--graphs denoise_30,sr_x4]
+                                [--separate_layer_graphs]
 
 Each case (model:batch) runs in its own subprocess so its peak memory (VmHWM) is
 its own. The model is the six-task pre-training model, stepping task sr_x2 (48x48 -> 96x96) with
@@ -41,9 +42,10 @@ TASK = "sr_x2"
 
 
 def run_case(model: str, batch: int, steps: int, device_target: str, threads: int,
-             graphs: Sequence[str] = ()) -> Dict:
+             graphs: Sequence[str] = (), separate_layers: bool = False) -> Dict:
     """Build, compile and time the train step of one case (runs inside the child process)."""
     import mindspore as ms
+    import src.ipt
     from src.config import load_config
     from src.ipt import IPT
     from src.tasks import get_task
@@ -54,6 +56,8 @@ def run_case(model: str, batch: int, steps: int, device_target: str, threads: in
                                       "threads": threads, "mode": "GRAPH"})
     setup_device(cfg)
     ms.set_seed(0)
+    if separate_layers:  # the A/B switch: each layer compiled on its own, as on GPU
+        src.ipt.layers_share_one_graph = lambda *_: False
     start = time.perf_counter()
     net = IPT(cfg)
     trainer = Trainer(cfg, net)
@@ -84,7 +88,8 @@ def run_case(model: str, batch: int, steps: int, device_target: str, threads: in
             "first_step_s": round(first_s, 2), "compile_s": round(max(first_s - step_s, 0.0), 2),
             "step_s": round(step_s, 3),
             "samples_per_s": round(batch / step_s, 3), "peak_mb": round(peak_rss_mb() or 0.0, 1),
-            "steps": steps, "device_target": device_target}
+            "steps": steps, "device_target": device_target,
+            "layer_graphs": "separate" if separate_layers else "auto"}
 
 
 def spawn(model: str, batch: int, args) -> Dict:
@@ -94,6 +99,8 @@ def spawn(model: str, batch: int, args) -> Dict:
         cmd = [sys.executable, __file__, "--child", f"{model}:{batch}", "--result", str(out),
                "--steps", str(args.steps), "--device_target", args.device_target,
                "--threads", str(args.threads), "--graphs", args.graphs]
+        if args.separate_layer_graphs:
+            cmd.append("--separate_layer_graphs")
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -122,6 +129,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--graphs", default="", help="further tasks whose train graphs are compiled, "
                                                      "RSS after each (e.g. denoise_30,sr_x4)")
+    parser.add_argument("--separate_layer_graphs", action="store_true",
+                        help="compile each transformer layer on its own instead of one graph per "
+                             "layer kind (transformer.layers_share_one_graph): for A/B runs")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -130,7 +140,8 @@ def main(argv=None) -> int:
     if args.child:
         (model, batch), = parse_cases(args.child)
         graphs = [t for t in args.graphs.split(",") if t]
-        result = run_case(model, batch, args.steps, args.device_target, args.threads, graphs)
+        result = run_case(model, batch, args.steps, args.device_target, args.threads, graphs,
+                          args.separate_layer_graphs)
         Path(args.result).write_text(json.dumps(result))
         return 0
     results = []

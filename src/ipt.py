@@ -16,7 +16,7 @@ from src.conv import choose_formulation
 from src.flops import body_gflop
 from src.slots import slot_of
 from src.tasks import Task, get_task, get_tasks
-from src.transformer import VisionTransformer, count_parameters
+from src.transformer import VisionTransformer, count_parameters, layers_share_one_graph
 
 
 class IPT(nn.Cell):
@@ -39,7 +39,8 @@ class IPT(nn.Cell):
             img_dim=cfg.patch_size, patch_dim=cfg.patch_dim, num_channels=n_feats,
             num_heads=cfg.num_heads, num_layers=cfg.num_layers, num_queries=num_queries,
             dropout_rate=cfg.dropout_rate, no_norm=cfg.no_norm, no_mlp=cfg.no_mlp,
-            pos_every=cfg.pos_every, no_pos=cfg.no_pos, out_proj_bias=cfg.out_proj_bias)
+            pos_every=cfg.pos_every, no_pos=cfg.no_pos, out_proj_bias=cfg.out_proj_bias,
+            share_layer_graph=layers_share_one_graph(cfg.device_target, cfg.dropout_rate))
         self.tail = nn.CellList([make_tail(t.scale, n_feats, n_colors) for t in self.tasks])
         self._task_nets: Dict[Tuple[str, bool], "TaskNet"] = {}
         self.amp_level = "O0"        # set by src/precision.apply_precision

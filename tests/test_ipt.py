@@ -154,3 +154,50 @@ def test_head_moves_and_their_backward_are_exact(to_batch):
     inverse = _HeadMove(heads, not to_batch)(ms.Tensor(weights)).asnumpy()  # d sum(w * move(x)) / dx
     np.testing.assert_array_equal(grad, inverse)
     assert not np.array_equal(inverse, weights.reshape(inverse.shape))  # the move is not a reshape
+
+
+def test_layers_share_one_graph_only_where_measured_and_without_dropout():
+    from src.transformer import _SharedGraphEncoderLayer, layers_share_one_graph
+    assert layers_share_one_graph("CPU", 0.0) and layers_share_one_graph("Ascend", 0.0)
+    assert not layers_share_one_graph("GPU", 0.0) and not layers_share_one_graph("CPU", 0.1)
+    shared = IPT(load_config("ipt_tiny", {"tasks": ["sr_x2"]}))
+    with_dropout = IPT(load_config("ipt_tiny", {"tasks": ["sr_x2"], "dropout_rate": 0.1}))
+    assert isinstance(shared.body.encoder.layers[1], _SharedGraphEncoderLayer)
+    assert not isinstance(with_dropout.body.encoder.layers[1], _SharedGraphEncoderLayer)
+
+
+class _Weighted(ms.nn.Cell):
+    """sum(body(x)[0] * w): a scalar whose gradient reaches every parameter of the body."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def construct(self, x, w):
+        return (self.body(x, 1)[0] * w).sum()
+
+
+@pytest.mark.parametrize("pos_every", [False, True])
+def test_shared_layer_graph_gives_the_same_outputs_and_gradients(pos_every):
+    """Layers compiled as one graph (lazy_inline) compute exactly what separately compiled ones do,
+    forward and backward, in GRAPH_MODE."""
+    from src.transformer import VisionTransformer
+    rng = np.random.default_rng(1)
+    x = ms.Tensor(rng.normal(size=(2, 8, 12, 12)).astype(np.float32))
+    weights = ms.Tensor(rng.normal(size=(2, 8, 12, 12)).astype(np.float32))
+    results = []
+    for share in (False, True):
+        ms.set_seed(0)
+        body = VisionTransformer(img_dim=12, patch_dim=3, num_channels=8, num_heads=2, num_layers=3,
+                                 num_queries=2, pos_every=pos_every, share_layer_graph=share)
+        if results:  # the same weights, whatever the initialisers drew
+            for p, q in zip(body.get_parameters(), results[0][2]):
+                p.set_data(ms.Tensor(q))
+        params = body.trainable_params()
+        out = body(x, 1)[0].asnumpy()
+        grads = ms.grad(_Weighted(body), None, params)(x, weights)
+        results.append((out, [g.asnumpy() for g in grads], [p.asnumpy() for p in body.get_parameters()]))
+    (out0, grads0, _), (out1, grads1, _) = results
+    np.testing.assert_array_equal(out1, out0)
+    assert len(grads1) == len(grads0) and all(np.array_equal(a, b) for a, b in zip(grads0, grads1))
+    assert np.abs(grads0[-1]).max() > 0

@@ -1,0 +1,87 @@
+"""The model's shared pieces with their own backward (src/common.py, src/transformer.py): the same
+gradients as MindSpore's own ops, to float rounding."""
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import nn, ops
+
+from src.common import LayerNorm, row_sums, spread_rows
+from src.transformer import Softmax
+
+
+class _Weighted(nn.Cell):
+    """sum(f(x) * w): its gradient with respect to x is f's backward applied to w."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def construct(self, x, w):
+        return (self.f(x) * w).sum()
+
+
+class _NativeLayerNorm(nn.Cell):
+    def __init__(self, ours):
+        super().__init__()
+        self.weight, self.bias = ours.weight, ours.bias
+        self.op = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-5)
+
+    def construct(self, x):
+        return self.op(x, self.weight, self.bias)[0]
+
+
+class _NativeSoftmax(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.op = ops.Softmax(axis=-1)
+
+    def construct(self, x):
+        return self.op(x)
+
+
+def _grads(f, x, w, params):
+    return ms.grad(_Weighted(f), (0,), params)(ms.Tensor(x), ms.Tensor(w))
+
+
+def test_row_sums_and_spread_rows():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(row_sums(ms.Tensor(x)).asnumpy(), x.sum(1, keepdims=True))
+    np.testing.assert_allclose(row_sums(ms.Tensor(x), 0.25).asnumpy(), x.mean(1, keepdims=True))
+    np.testing.assert_array_equal(spread_rows(ms.Tensor(x[:, :1]), 5).asnumpy(), np.repeat(x[:, :1], 5, 1))
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_layer_norm_gradients_match_mindspores(mode):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2, 7, 24)) * 3 + 1).astype(np.float32)
+    w = rng.normal(size=x.shape).astype(np.float32)
+    ours = LayerNorm(24)
+    ours.weight.set_data(ms.Tensor(np.linspace(0.5, 1.5, 24).astype(np.float32)))
+    ours.bias.set_data(ms.Tensor(np.linspace(-1, 1, 24).astype(np.float32)))
+    ms.set_context(mode=mode)
+    try:
+        got = _grads(ours, x, w, ours.trainable_params())
+        want = _grads(_NativeLayerNorm(ours), x, w, ours.trainable_params())
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    (gx, (gw, gb)), (wx, (ww, wb)) = got, want
+    np.testing.assert_allclose(gx.asnumpy(), wx.asnumpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gw.asnumpy(), ww.asnumpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gb.asnumpy(), wb.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert np.abs(gw.asnumpy()).max() > 0.1 and np.abs(gx.asnumpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_softmax_gradient_matches_mindspores(mode):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(3, 5, 9)) * 2).astype(np.float32)
+    w = rng.normal(size=x.shape).astype(np.float32)
+    ms.set_context(mode=mode)
+    try:
+        got = _grads(Softmax(), x, w, None)
+        want = _grads(_NativeSoftmax(), x, w, None)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    got, want = (g[0] if isinstance(g, tuple) else g for g in (got, want))
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert np.abs(want.asnumpy()).max() > 0.01
