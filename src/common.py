@@ -78,7 +78,7 @@ def row_sums(x, scale: float = 1.0):
     """(rows, n) -> (rows, 1): scale * the sum of each row, as a matrix-vector product.
 
     MindSpore's CPU ReduceSum over the last axis runs at a few ns per element, 4-5x slower than
-    a MatMul with a ones column (IPT-base's attention maps, Zen 4, bench/bench_train.py)."""
+    a MatMul with a ones column (IPT-base's attention maps, Zen 4; ms.Profiler, docs/DEV_NOTES.md)."""
     return ops.matmul(x, ops.fill(x.dtype, (x.shape[-1], 1), scale))
 
 
