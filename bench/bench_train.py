@@ -89,7 +89,7 @@ def run_case(model: str, batch: int, steps: int, device_target: str, threads: in
             "step_s": round(step_s, 3),
             "samples_per_s": round(batch / step_s, 3), "peak_mb": round(peak_rss_mb() or 0.0, 1),
             "steps": steps, "device_target": device_target,
-            "layer_graphs": "separate" if separate_layers else "auto"}
+            "layer_graphs": "shared" if net.body.share_layer_graph else "separate"}  # as built
 
 
 def spawn(model: str, batch: int, args) -> Dict:

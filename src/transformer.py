@@ -332,6 +332,7 @@ class VisionTransformer(nn.Cell):
             self.query_embed = Table(num_queries, self.num_tokens * self.dim)
         if share_layer_graph and dropout_rate:
             raise ValueError("share_layer_graph needs dropout_rate 0 (see layers_share_one_graph)")
+        self.share_layer_graph = share_layer_graph
         enc_type, dec_type = ((_SharedGraphEncoderLayer, _SharedGraphDecoderLayer) if share_layer_graph
                               else (EncoderLayer, DecoderLayer))
         args = (self.dim, num_heads, hidden, dropout_rate, no_norm, out_proj_bias)
