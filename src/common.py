@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
 
 from src.conv import Conv2d
@@ -74,6 +75,13 @@ def make_tail(scale: int, n_feats: int, n_colors: int) -> nn.SequentialCell:
     return nn.SequentialCell([make_upsampler(scale, n_feats), conv(n_feats, n_colors, 3)])
 
 
+def cpu_backwards() -> bool:
+    """Whether norms and softmaxes get the CPU-tuned backwards below (`_LayerNormOp`,
+    transformer._LastAxisSoftmax): on CPU, where they were measured against MindSpore's kernels.
+    GPU and Ascend keep their own fused LayerNormGrad and SoftmaxGrad (same gradients)."""
+    return ms.get_context("device_target") == "CPU"
+
+
 def row_sums(x, scale: float = 1.0):
     """(rows, n) -> (rows, 1): scale * the sum of each row, as a matrix-vector product.
 
@@ -106,15 +114,19 @@ class _LayerNormOp(nn.Cell):
         n = shape[-1]
         rows = x.size // n
         dy = dout[0].reshape(rows, n)
-        # depend on dy: computed when the backward reaches this norm, not kept from the forward
+        # Everything full-size depends on dy: computed when the backward reaches this norm, not
+        # scheduled early and kept through the forward. Untied, the gamma rows below (built from a
+        # parameter and constants only) were made for all 60 norms of IPT-base up front: +0.9 GB
+        # peak in a batch-4 train step (Zen 4, bench/bench_vs_torch.py).
         x2 = ops.depend(x.reshape(rows, n), dy)
         mean, variance = ops.depend(out[1].reshape(rows, 1), dy), ops.depend(out[2].reshape(rows, 1), dy)
+        gamma_rows = ops.matmul(ops.depend(ops.ones((rows, 1), x.dtype), dy), gamma.reshape(1, n))
         inv_std = spread_rows(ops.rsqrt(variance + self.eps), n)
         x_hat = (x2 - spread_rows(mean, n)) * inv_std
         ones_row = ops.ones((1, rows), x.dtype)
         d_beta = ops.matmul(ones_row, dy).reshape(gamma.shape)
         d_gamma = ops.matmul(ones_row, dy * x_hat).reshape(gamma.shape)
-        g = dy * ops.matmul(ops.ones((rows, 1), x.dtype), gamma.reshape(1, n))
+        g = dy * gamma_rows
         dx = (g - spread_rows(row_sums(g, 1.0 / n), n) - x_hat * spread_rows(row_sums(g * x_hat, 1.0 / n), n))
         return (dx * inv_std).reshape(shape), d_gamma, d_beta
 
@@ -126,7 +138,8 @@ class LayerNorm(nn.Cell):
         super().__init__()
         self.weight = Parameter(Tensor(np.ones(dim, np.float32)), name="weight")
         self.bias = Parameter(Tensor(np.zeros(dim, np.float32)), name="bias")
-        self.norm = _LayerNormOp(eps)
+        self.norm = (_LayerNormOp(eps) if cpu_backwards()
+                     else ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps))
 
     def construct(self, x):
         return self.norm(x, self.weight, self.bias)[0]

@@ -1,10 +1,12 @@
-"""The model's shared pieces with their own backward (src/common.py, src/transformer.py): the same
-gradients as MindSpore's own ops, to float rounding."""
+"""The model's shared pieces with their own CPU backward (src/common.py, src/transformer.py): built on
+CPU only, with the same gradients as MindSpore's own ops (what GPU and Ascend get), to float rounding."""
 import numpy as np
 import mindspore as ms
 import pytest
 from mindspore import nn, ops
 
+import src.common
+import src.transformer
 from src.common import LayerNorm, row_sums, spread_rows
 from src.transformer import Softmax
 
@@ -20,23 +22,22 @@ class _Weighted(nn.Cell):
         return (self.f(x) * w).sum()
 
 
-class _NativeLayerNorm(nn.Cell):
-    def __init__(self, ours):
-        super().__init__()
-        self.weight, self.bias = ours.weight, ours.bias
-        self.op = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-5)
-
-    def construct(self, x):
-        return self.op(x, self.weight, self.bias)[0]
+def _native(build, monkeypatch):
+    """`build()` as on GPU and Ascend: with MindSpore's own LayerNorm and softmax backwards."""
+    with monkeypatch.context() as patch:
+        patch.setattr(src.common, "cpu_backwards", lambda: False)
+        patch.setattr(src.transformer, "cpu_backwards", lambda: False)
+        return build()
 
 
-class _NativeSoftmax(nn.Cell):
-    def __init__(self):
-        super().__init__()
-        self.op = ops.Softmax(axis=-1)
-
-    def construct(self, x):
-        return self.op(x)
+def test_cpu_backwards_only_on_cpu(monkeypatch):
+    assert src.common.cpu_backwards()  # this suite runs on CPU
+    assert isinstance(LayerNorm(4).norm, src.common._LayerNormOp)
+    assert isinstance(Softmax().op, src.transformer._LastAxisSoftmax)
+    assert isinstance(_native(lambda: LayerNorm(4), monkeypatch).norm, ops.LayerNorm)
+    assert isinstance(_native(Softmax, monkeypatch).op, ops.Softmax)
+    monkeypatch.setattr(src.common.ms, "get_context", lambda key: "GPU")
+    assert not src.common.cpu_backwards()
 
 
 def _grads(f, x, w, params):
@@ -51,17 +52,19 @@ def test_row_sums_and_spread_rows():
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_layer_norm_gradients_match_mindspores(mode):
+def test_layer_norm_gradients_match_mindspores(mode, monkeypatch):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(2, 7, 24)) * 3 + 1).astype(np.float32)
     w = rng.normal(size=x.shape).astype(np.float32)
     ours = LayerNorm(24)
     ours.weight.set_data(ms.Tensor(np.linspace(0.5, 1.5, 24).astype(np.float32)))
     ours.bias.set_data(ms.Tensor(np.linspace(-1, 1, 24).astype(np.float32)))
+    native = _native(lambda: LayerNorm(24), monkeypatch)
+    native.weight, native.bias = ours.weight, ours.bias
     ms.set_context(mode=mode)
     try:
         got = _grads(ours, x, w, ours.trainable_params())
-        want = _grads(_NativeLayerNorm(ours), x, w, ours.trainable_params())
+        want = _grads(native, x, w, ours.trainable_params())
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
     (gx, (gw, gb)), (wx, (ww, wb)) = got, want
@@ -72,14 +75,14 @@ def test_layer_norm_gradients_match_mindspores(mode):
 
 
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_softmax_gradient_matches_mindspores(mode):
+def test_softmax_gradient_matches_mindspores(mode, monkeypatch):
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(3, 5, 9)) * 2).astype(np.float32)
     w = rng.normal(size=x.shape).astype(np.float32)
     ms.set_context(mode=mode)
     try:
         got = _grads(Softmax(), x, w, None)
-        want = _grads(_NativeSoftmax(), x, w, None)
+        want = _grads(_native(Softmax, monkeypatch), x, w, None)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
     got, want = (g[0] if isinstance(g, tuple) else g for g in (got, want))
