@@ -61,6 +61,8 @@ def export_model(net, task: Task, file_format: str, batch: int, out: Path, meta:
     tmp_stem = out.with_name(f".{out.stem}.tmp{os.getpid()}")
     tmp = tmp_stem.with_name(tmp_stem.name + SUFFIXES[file_format])
     kwargs = {}
+    from src.common import for_export
+    for_export(net)  # one LayerNorm op per norm: every runtime has it
     if file_format == "ONNX":
         from src.transformer import for_onnx_export
         for_onnx_export(net)

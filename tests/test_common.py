@@ -51,6 +51,24 @@ def test_row_sums_and_spread_rows():
     np.testing.assert_array_equal(spread_rows(ms.Tensor(x[:, :1]), 5).asnumpy(), np.repeat(x[:, :1], 5, 1))
 
 
+def test_layer_norm_forward_matches_numpy_and_mindspores(monkeypatch):
+    """The CPU forward (matmul row statistics) against float64 numpy and ops.LayerNorm, on rows
+    with a large offset (a one-pass variance would lose digits there)."""
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(3, 5, 40)) * 2 + 50).astype(np.float32)
+    gamma, beta = np.linspace(0.5, 1.5, 40).astype(np.float32), np.linspace(-1, 1, 40).astype(np.float32)
+    ours = src.common._LayerNormOp(1e-5)
+    y, mean, variance = (t.asnumpy() for t in ours(ms.Tensor(x), ms.Tensor(gamma), ms.Tensor(beta)))
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5) * gamma + beta
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(mean.ravel(), x64.mean(-1).ravel(), rtol=1e-6)
+    np.testing.assert_allclose(variance.ravel(), x64.var(-1).ravel(), rtol=1e-4)
+    native = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-5)
+    np.testing.assert_allclose(y, native(ms.Tensor(x), ms.Tensor(gamma), ms.Tensor(beta))[0].asnumpy(),
+                               rtol=1e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
 def test_layer_norm_gradients_match_mindspores(mode, monkeypatch):
     rng = np.random.default_rng(0)
@@ -88,3 +106,21 @@ def test_softmax_gradient_matches_mindspores(mode, monkeypatch):
     got, want = (g[0] if isinstance(g, tuple) else g for g in (got, want))
     np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
     assert np.abs(want.asnumpy()).max() > 0.01
+
+
+def test_for_export_builds_norms_as_one_layer_norm_op(monkeypatch):
+    """Exported files hold MindSpore's LayerNorm (ONNX has no Rsqrt; other runtimes fuse it): the
+    same values as the GPU/Ascend build, which uses that op."""
+    rng = np.random.default_rng(3)
+    x = ms.Tensor((rng.normal(size=(2, 6, 16)) * 2 + 3).astype(np.float32))
+
+    def build():
+        ms.set_seed(0)
+        return nn.SequentialCell([LayerNorm(16), nn.Dense(16, 16), LayerNorm(16)])
+    cpu_graph = build()(x).asnumpy()
+    net = build()
+    src.common.for_export(net)
+    assert all(cell.norm.portable for cell in (net[0], net[2]))
+    exported = net(x).asnumpy()
+    np.testing.assert_array_equal(exported, _native(build, monkeypatch)(x).asnumpy())
+    np.testing.assert_allclose(exported, cpu_graph, rtol=1e-5, atol=1e-5)

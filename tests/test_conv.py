@@ -29,12 +29,14 @@ class _Loss(nn.Cell):
         return ((self.net(x) - self.target) ** 2).sum()
 
 
-@pytest.mark.parametrize("batch,cin,cout,k", [(2, 3, 8, 3), (2, 8, 8, 5), (1, 8, 32, 3), (2, 4, 4, 1)])
-def test_im2col_equals_native_forward_and_gradients(batch, cin, cout, k):
+@pytest.mark.parametrize("batch,cin,cout,k,layout", [(2, 3, 8, 3, "input"), (2, 8, 8, 5, "rows"),
+                                                     (1, 8, 32, 3, "input"), (2, 4, 4, 1, "input"),
+                                                     (2, 64, 3, 3, "output"), (1, 64, 2, 5, "output")])
+def test_im2col_equals_native_forward_and_gradients(batch, cin, cout, k, layout):
     rng = np.random.default_rng(k * 100 + cout)
     native = _built(NATIVE, lambda: Conv2d(cin, cout, k))
     im2col = _built(IM2COL, lambda: Conv2d(cin, cout, k))
-    assert not native.im2col and im2col.im2col
+    assert not native.im2col and im2col.im2col and im2col.layout == layout
     assert [p.name for p in native.get_parameters()] == [p.name for p in im2col.get_parameters()]
     weight = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * 0.2
     bias = rng.standard_normal(cout).astype(np.float32)
@@ -52,6 +54,15 @@ def test_im2col_equals_native_forward_and_gradients(batch, cin, cout, k):
         grads.append([loss.asnumpy(), dx.asnumpy(), dw.asnumpy(), db.asnumpy()])
     for got, want in zip(grads[1], grads[0]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_tap_layouts_of_ipts_convolutions():
+    """The layouts `tap_layout`'s docstring names for IPT's head, upsampler and last conv."""
+    assert conv_module.tap_layout(3, 64, 3) == "input"
+    assert conv_module.tap_layout(64, 64, 5) == "rows"
+    assert conv_module.tap_layout(64, 256, 3) == "input"
+    assert conv_module.tap_layout(64, 576, 3) == "input"
+    assert conv_module.tap_layout(64, 3, 3) == "output"
 
 
 def test_whole_model_same_in_both_formulations():
