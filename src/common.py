@@ -146,9 +146,9 @@ class _LayerNormOp(nn.Cell):
 
 
 def for_export(net: nn.Cell) -> None:
-    """Build `net`'s norms as one LayerNorm op each, for an exported file: every runtime has that
-    kernel (the ONNX exporter has no Rsqrt, Ascend 310 fuses LayerNorm) and a file with a dynamic
-    batch needs no static row count. For graphs compiled after this call; same values."""
+    """Build `net`'s norms as one LayerNorm op each, for an exported file: a standard op that any
+    runtime can map (MindSpore 2.10's ONNX exporter has no Rsqrt), and no static row count in a
+    file with a dynamic batch. For graphs compiled after this call; the same values to rounding."""
     for _, cell in net.cells_and_names():
         if isinstance(cell, _LayerNormOp):
             cell.portable = True

@@ -112,7 +112,7 @@ class Conv2d(nn.Conv2d):
 
     def im2col_forward(self, x):
         """(B, C, H, W) -> (B, O, H, W): shifted views and one matmul (`tap_layout`), + bias."""
-        if self.kernel == 1 or self.layout == "input":
+        if self.layout == "input":
             y = self._input_taps(x)
         elif self.layout == "rows":
             y = self._row_taps(x)

@@ -109,7 +109,7 @@ def test_softmax_gradient_matches_mindspores(mode, monkeypatch):
 
 
 def test_for_export_builds_norms_as_one_layer_norm_op(monkeypatch):
-    """Exported files hold MindSpore's LayerNorm (ONNX has no Rsqrt; other runtimes fuse it): the
+    """Exported files hold MindSpore's LayerNorm (the ONNX exporter has no Rsqrt): the
     same values as the GPU/Ascend build, which uses that op."""
     rng = np.random.default_rng(3)
     x = ms.Tensor((rng.normal(size=(2, 6, 16)) * 2 + 3).astype(np.float32))
