@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_vs_torch import parse_cases, random_pair  # noqa: E402
 from src.cpu_isa import cpu_flags, cpu_name, isa_summary  # noqa: E402
 
 LOG = logging.getLogger("bench_cpu_forms")
@@ -71,10 +72,7 @@ def build_pair(cfg, kind: str, form: str):
     import mindspore as ms
     from src.ipt import IPT
     from src.trainer import Trainer
-    rng = np.random.default_rng(0)
-    batch = cfg.batch_size
-    lr = rng.uniform(0, 255, (batch, 3, 48, 48)).astype(np.float32)
-    hr = rng.uniform(0, 255, (batch, 3, 96, 96)).astype(np.float32)
+    lr, hr = random_pair(cfg.batch_size)
     pair = []
     for plain in (True, False):
         with plain_forms(form) if plain else contextlib.nullcontext():
@@ -128,12 +126,7 @@ def main() -> None:
     for form in forms:
         if form not in FORMS:
             raise SystemExit(f"error: unknown form '{form}' (one of {', '.join(FORMS)})")
-    cases = []
-    for item in args.cases.split(","):
-        kind, _, batch = item.partition(":")
-        if kind not in ("fwd", "train") or not batch.isdigit() or int(batch) < 1:
-            raise SystemExit(f"error: bad case '{item}' (expected fwd:B or train:B, B >= 1)")
-        cases.append((kind, int(batch)))
+    cases = parse_cases(args.cases)
     if len(forms) * len(cases) > 1:  # one pair of models per process: a fresh process per row
         import subprocess
         rows = []

@@ -38,7 +38,8 @@ LOG = logging.getLogger("bench_vs_torch")
 FRAMEWORKS = ("mindspore", "torch")
 
 
-def _inputs(batch: int):
+def random_pair(batch: int):
+    """The seeded (LR, HR) float32 batch both benches step on: 48x48 inputs, 96x96 targets."""
     rng = np.random.default_rng(0)
     lr = rng.uniform(0, 255, (batch, 3, 48, 48)).astype(np.float32)
     hr = rng.uniform(0, 255, (batch, 3, 96, 96)).astype(np.float32)
@@ -73,7 +74,7 @@ def case_mindspore(kind: str, batch: int, threads: int, calls: int) -> float:
     setup_device(cfg)
     ms.set_seed(0)
     net = IPT(cfg)
-    lr, hr = _inputs(batch)
+    lr, hr = random_pair(batch)
     if kind == "fwd":
         net.set_train(False)
         task_net, x = net.task_net("sr_x2"), ms.Tensor(lr)
@@ -89,7 +90,7 @@ def case_torch(kind: str, batch: int, threads: int, calls: int) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = TorchIPT((2,))
-    lr, hr = (torch.from_numpy(a) for a in _inputs(batch))
+    lr, hr = (torch.from_numpy(a) for a in random_pair(batch))
     if kind == "fwd":
         net.eval()
 

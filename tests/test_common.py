@@ -51,7 +51,7 @@ def test_row_sums_and_spread_rows():
     np.testing.assert_array_equal(spread_rows(ms.Tensor(x[:, :1]), 5).asnumpy(), np.repeat(x[:, :1], 5, 1))
 
 
-def test_layer_norm_forward_matches_numpy_and_mindspores(monkeypatch):
+def test_layer_norm_forward_matches_numpy_and_mindspores():
     """The CPU forward (matmul row statistics) against float64 numpy and ops.LayerNorm, on rows
     with a large offset (a one-pass variance would lose digits there)."""
     rng = np.random.default_rng(2)
