@@ -51,7 +51,12 @@ def _square_sum_tensor(grad):
 
 
 def _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
-    """torch.optim.Adam's arithmetic, written out (for the row-masked query table)."""
+    """torch.optim.Adam's arithmetic, written out (for the row-masked query table).
+
+    `t` holds one step count per row (R, 1): the bias corrections are computed per row and only
+    then expanded to the parameter's shape (src/common.expand_to), the same values as computing
+    them on every element, without two Pows over the whole table (6 ms each for IPT-base's).
+    """
     if weight_decay > 0:
         grad = grad + weight_decay * param
     t_new = t + 1.0
@@ -59,8 +64,8 @@ def _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
     v_new = beta2 * v + (1.0 - beta2) * grad * grad
     bias1 = 1.0 - ops.pow(beta1, t_new)
     bias2 = 1.0 - ops.pow(beta2, t_new)
-    denom = ops.sqrt(v_new) / ops.sqrt(bias2) + eps
-    return param - (lr / bias1) * m_new / denom, m_new, v_new, t_new
+    denom = ops.sqrt(v_new) / expand_to(ops.sqrt(bias2), param) + eps
+    return param - expand_to(lr / bias1, param) * m_new / denom, m_new, v_new, t_new
 
 
 _fused_adam = ops.Adam()
@@ -83,10 +88,9 @@ def _adam_plain(beta1, beta2, weight_decay, lr, param, m, v, t, t_new, b1_power,
 
 def _adam_rows(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad, rows, rows_full):
     """Adam on the rows where `rows` (R, 1) is True (`rows_full`: the same, param-shaped); other rows
-    keep weights, moments and counts. The per-row counts are expanded to the parameter's shape
-    first (src/common.expand_to: no implicitly broadcasting op kept by the compiled graph)."""
-    p_new, m_new, v_new, _ = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v,
-                                          expand_to(t, param), grad)
+    keep weights, moments and counts. The per-row corrections are expanded to the parameter's shape
+    (src/common.expand_to: no implicitly broadcasting op kept by the compiled graph)."""
+    p_new, m_new, v_new, _ = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad)
     ops.assign(m, ops.where(rows_full, m_new, m))
     ops.assign(v, ops.where(rows_full, v_new, v))
     ops.assign(t, ops.where(rows, t + 1.0, t))
