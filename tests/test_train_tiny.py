@@ -89,15 +89,21 @@ def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
 
 
 def test_reproduction_record_is_about_the_shipped_files():
-    """The READMEs say a second clone re-made these exact files: the record must list every shipped
-    checkpoint with its current hash, and its run must have been the documented recipe command."""
+    """The READMEs say the sr_x2 stage, re-run from a fresh clone of the shipping revision, re-made
+    the shipped file byte for byte: the record must list shipped checkpoints with their current
+    hashes, its run must have been the recipe's command at that revision, and the only uncommitted
+    paths in that clone must be the first run's own outputs in pretrained/."""
     import hashlib
-    record = ROOT / "pretrained" / "logs" / "reproduction"
+    record = ROOT / "pretrained" / "logs" / "reproduction" / "sr_x2_fbf29d8"
+    assert "reproduction/sr_x2_fbf29d8" in (ROOT / "pretrained" / "README.md").read_text()
     listed = dict(reversed(line.split()) for line in (record / "sha256sums.txt").read_text().splitlines())
-    shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pretrained").glob("ipt_tiny_*.ckpt"))
-    assert shipped and set(shipped) <= set(listed)
-    for name in shipped:
-        assert hashlib.sha256((ROOT / name).read_bytes()).hexdigest() == listed[name], name
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pretrained").glob("ipt_tiny_*.ckpt")}
+    assert listed and set(listed) <= shipped
+    for name, digest in listed.items():
+        assert hashlib.sha256((ROOT / name).read_bytes()).hexdigest() == digest, name
     training = (record / "TRAINING.txt").read_text()
-    assert "command:   bash scripts/train_tiny.sh runs/ipt_tiny --overwrite" in training
-    assert "(clean)" in training
+    assert "command:   bash scripts/train_tiny.sh runs/repro_fbf29d8 --tasks sr_x2 " in training
+    assert "git:       fbf29d8" in training
+    marker = "uncommitted paths when the run started"
+    changed = training.split(marker, 1)[1].splitlines()[1:] if marker in training else []
+    assert all(line.split()[-1].startswith("pretrained/") for line in changed if line.strip())
