@@ -65,7 +65,7 @@ def _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad):
     bias1 = 1.0 - ops.pow(beta1, t_new)
     bias2 = 1.0 - ops.pow(beta2, t_new)
     denom = ops.sqrt(v_new) / expand_to(ops.sqrt(bias2), param) + eps
-    return param - expand_to(lr / bias1, param) * m_new / denom, m_new, v_new, t_new
+    return param - expand_to(lr / bias1, param) * m_new / denom, m_new, v_new
 
 
 _fused_adam = ops.Adam()
@@ -90,7 +90,7 @@ def _adam_rows(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad, rows, 
     """Adam on the rows where `rows` (R, 1) is True (`rows_full`: the same, param-shaped); other rows
     keep weights, moments and counts. The per-row corrections are expanded to the parameter's shape
     (src/common.expand_to: no implicitly broadcasting op kept by the compiled graph)."""
-    p_new, m_new, v_new, _ = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad)
+    p_new, m_new, v_new = _adam_values(beta1, beta2, eps, weight_decay, lr, param, m, v, t, grad)
     ops.assign(m, ops.where(rows_full, m_new, m))
     ops.assign(v, ops.where(rows_full, v_new, v))
     ops.assign(t, ops.where(rows, t + 1.0, t))
