@@ -94,16 +94,17 @@ def test_reproduction_record_is_about_the_shipped_files():
     hashes, its run must have been the recipe's command at that revision, and the only uncommitted
     paths in that clone must be the first run's own outputs in pretrained/."""
     import hashlib
-    record = ROOT / "pretrained" / "logs" / "reproduction" / "sr_x2_fbf29d8"
-    assert "reproduction/sr_x2_fbf29d8" in (ROOT / "pretrained" / "README.md").read_text()
+    rev = "4e9a9a9"  # the shipping clone's revision
+    record = ROOT / "pretrained" / "logs" / "reproduction" / f"sr_x2_{rev}"
+    assert f"reproduction/sr_x2_{rev}" in (ROOT / "pretrained" / "README.md").read_text()
     listed = dict(reversed(line.split()) for line in (record / "sha256sums.txt").read_text().splitlines())
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pretrained").glob("ipt_tiny_*.ckpt")}
     assert listed and set(listed) <= shipped
     for name, digest in listed.items():
         assert hashlib.sha256((ROOT / name).read_bytes()).hexdigest() == digest, name
     training = (record / "TRAINING.txt").read_text()
-    assert "command:   bash scripts/train_tiny.sh runs/repro_fbf29d8 --tasks sr_x2 " in training
-    assert "git:       fbf29d8" in training
+    assert f"command:   bash scripts/train_tiny.sh runs/repro_{rev} --tasks sr_x2 " in training
+    assert f"git:       {rev}" in training
     marker = "uncommitted paths when the run started"
     changed = training.split(marker, 1)[1].splitlines()[1:] if marker in training else []
     assert all(line.split()[-1].startswith("pretrained/") for line in changed if line.strip())
