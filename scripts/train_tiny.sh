@@ -33,10 +33,10 @@ usage() {
 usage: bash scripts/train_tiny.sh [OUT_ROOT] [options]
   OUT_ROOT                 run folder (default runs/ipt_tiny): OUT_ROOT/TASK (and OUT_ROOT/pretrain)
 options:
-  --task_steps M           training steps of every task (default per task: $(task_step_defaults);
+  --task_steps M           training steps of every task (default per task: $(per_task_defaults task_steps_of);
                            batch 8, L1, cosine lr -> 1e-5, EMA 0.999, seed 1)
   --task_lr LR             every task's lr at the start of its cosine decay (default per task:
-                           $(task_lr_defaults))
+                           $(per_task_defaults task_lr_of))
   --tasks LIST             tasks to train and ship, comma-separated (default $ALL_TASKS)
   --pretrain_steps N       add six-task pre-training (L1 + contrastive, cosine 1e-3 -> 1e-5) of N steps,
                            fine-tune every task from it and ship it as $PRETRAIN_FILE (default 0: none)
@@ -52,9 +52,10 @@ EOF
 
 die() { echo "error: $*" >&2; exit 2; }
 
-# Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): SR's held-out
-# curves flatten early and its steps cost the most (sr_x4: 192x192 outputs), so the denoising and
-# deraining runs, still rising at the pilots' end, get more of the budget.
+# Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): at lr 1e-3 SR's
+# held-out curves flattened early and its steps cost the most (sr_x4: 192x192 outputs), so the
+# denoising and deraining runs, still rising at the pilots' end, got more of the budget. At SR's
+# 3e-3, 4000 sr_x2 steps beat 2000 by 0.6 dB (same README); not yet taken: ~150 min in all.
 task_steps_of() {
     if [ -n "$TASK_STEPS" ]; then echo "$TASK_STEPS"; return; fi
     case "$1" in
@@ -73,8 +74,8 @@ task_lr_of() {
         *) echo 1e-3 ;;
     esac
 }
-task_lr_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(TASK_LR="" task_lr_of "$t"), "; done; echo "${out%, }"; }
-task_step_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(TASK_STEPS="" task_steps_of "$t"), "; done; echo "${out%, }"; }
+# "sr_x2 V, sr_x3 V, ...": a per-task function's defaults (no --task_steps / --task_lr), for the usage text
+per_task_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(TASK_STEPS="" TASK_LR="" "$1" "$t"), "; done; echo "${out%, }"; }
 is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_float() { [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]]; }
 
