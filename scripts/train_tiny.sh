@@ -52,14 +52,15 @@ EOF
 
 die() { echo "error: $*" >&2; exit 2; }
 
-# Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): at lr 1e-3 SR's
-# held-out curves flattened early and its steps cost the most (sr_x4: 192x192 outputs), so the
-# denoising and deraining runs, still rising at the pilots' end, got more of the budget. At SR's
-# 3e-3, 4000 sr_x2 steps beat 2000 by 0.6 dB (same README); not yet taken: ~150 min in all.
+# Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): the denoising
+# and deraining curves were still rising when their pilots' cosine ended, so they got 4500. SR's
+# 2000-step held-out curves ended flat only because their cosine ended: at SR's 3e-3, 4000 sr_x2
+# steps beat 2000 by 0.6 dB held out and still rose at the end, so every SR scale takes 4000
+# (~150 min in all).
 task_steps_of() {
     if [ -n "$TASK_STEPS" ]; then echo "$TASK_STEPS"; return; fi
     case "$1" in
-        sr_x2) echo 2000 ;; sr_x3) echo 2000 ;; sr_x4) echo 2000 ;;
+        sr_x2) echo 4000 ;; sr_x3) echo 4000 ;; sr_x4) echo 4000 ;;
         derain) echo 4500 ;; denoise_30) echo 4500 ;; denoise_50) echo 4500 ;;
         *) echo 2000 ;;
     esac
