@@ -67,7 +67,7 @@ task_steps_of() {
 }
 # Peak lr per task, from the same pilots: at 800 sr_x2 steps the held-out PSNR rose with the lr
 # (3e-4 / 1e-3 / 3e-3; 1e-2 diverged; pretrained/logs/pilots/README.md), so sr_x2 takes 3e-3. sr_x3
-# at 3e-3 over 4000 steps diverged at step 1050 (lr still 2.6e-3; pilot sr_x3_lr3e-3_4000_diverged),
+# at 3e-3 over 4000 steps diverged near step 1090 (lr still 2.5e-3; pilot sr_x3_lr3e-3_4000_diverged),
 # so sr_x3 and sr_x4 take 2e-3. The denoising and deraining runs keep the 1e-3 of their pilots.
 task_lr_of() {
     if [ -n "$TASK_LR" ]; then echo "$TASK_LR"; return; fi
