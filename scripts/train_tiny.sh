@@ -56,7 +56,7 @@ die() { echo "error: $*" >&2; exit 2; }
 # and deraining curves were still rising when their pilots' cosine ended, so they got 4500. SR's
 # 2000-step held-out curves ended flat only because their cosine ended: at SR's 3e-3, 4000 sr_x2
 # steps beat 2000 by 0.6 dB held out and still rose at the end, so every SR scale takes 4000
-# (~150 min in all).
+# (158 min in all on the 2-vCPU AMD EPYC Zen 4 of pretrained/TRAINING.txt).
 task_steps_of() {
     if [ -n "$TASK_STEPS" ]; then echo "$TASK_STEPS"; return; fi
     case "$1" in
