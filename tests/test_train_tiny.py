@@ -110,3 +110,6 @@ def test_reproduction_record_is_about_the_shipped_files():
     ours = validations(ROOT / "pretrained" / "logs" / "pilots" / "sr_x2_lr3e-3_4000" / "train.log")
     assert len(ours) == 10 and ours[-1][0] == "4000"
     assert ours == validations(ROOT / "pretrained" / "logs" / "sr_x2" / "train.log")
+    # ... and the pilot's settings (pretrained/logs/pilots/README.md) are the recipe's sr_x2 stage today
+    stage = _run("runs/x", "--tasks", "sr_x2", "--dry_run").stdout
+    assert " --steps 4000 --lr_max 3e-3 " in stage and " --save_every 400 " in stage
