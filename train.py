@@ -3,6 +3,8 @@
     python train.py --config ipt_tiny --steps 1000 --out_dir runs/tiny
     python train.py --train_mode finetune --task sr_x2 --pretrained runs/pre/ipt_step00300000.ckpt \\
         --lr_schedule constant --out_dir runs/sr_x2
+    python train.py --train_mode finetune --task sr_x4 --init_from runs/sr_x2/best_sr_x2.ckpt \
+        --out_dir runs/sr_x4                                   # warm start from another task's weights
     python train.py --out_dir runs/tiny --resume true          # continue the newest checkpoint
     bash scripts/run_distribute_train.sh 2 ipt_tiny --steps 100  # data parallel (msrun)
 

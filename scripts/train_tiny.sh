@@ -2,8 +2,9 @@
 # The recipe of the shipped ipt_tiny weights (pretrained/), on CPU, from scratch to the shipped files:
 #   0. split ../shared/datasets/train: held-out images (src/holdout.py) for validation, the rest for training
 #      (OUT_ROOT/data/{train,val}, symbolic links; no benchmark image is used to choose anything),
-#   1. train each task alone from random initialisation (L1, cosine lr, EMA), validated on the
-#      held-out images; the best validated EMA weights are kept (best_TASK.ckpt). At this budget a
+#   1. train each task alone (L1, cosine lr, EMA) from random initialisation, except sr_x3 and sr_x4,
+#      which start from sr_x2's weights (warm_start_of); validated on the held-out images, the
+#      best validated EMA weights are kept (best_TASK.ckpt). At this budget a
 #      task trained alone beats six-task pre-training + fine-tuning at equal compute (README, "Does
 #      multi-task pre-training help?"), so the default has no pre-training stage; --pretrain_steps N
 #      adds one (all six tasks, L1 + contrastive), fine-tunes every task from it and ships it too,
@@ -26,6 +27,9 @@ py() { (cd "$ROOT" && python -c "$@"); }
 ALL_TASKS="$(py 'from src.tasks import TASKS; print(",".join(TASKS))')" \
     || { echo "error: python cannot import the project (src/): activate the venv" >&2; exit 2; }
 shipped_of() { py 'import sys; from src.weights import shipped_name; print(shipped_name(sys.argv[1]))' "$1"; }
+best_of() {  # the best validated checkpoint of a task's run (src/weights.py best_checkpoint_name)
+    py 'import sys; from src.weights import best_checkpoint_name; print(best_checkpoint_name(sys.argv[1]))' "$1"
+}
 PRETRAIN_FILE="$(py 'from src.weights import PRETRAIN_SHIPPED, shipped_name; print(shipped_name(PRETRAIN_SHIPPED))')"
 
 usage() {
@@ -37,7 +41,9 @@ options:
                            batch 8, L1, cosine lr -> 1e-5, EMA 0.999, seed 1)
   --task_lr LR             every task's lr at the start of its cosine decay (default per task:
                            $(per_task_defaults task_lr_of))
-  --tasks LIST             tasks to train and ship, comma-separated (default $ALL_TASKS)
+  --tasks LIST             tasks to train and ship, in order, comma-separated (default $ALL_TASKS);
+                           sr_x3 and sr_x4 start from sr_x2's best weights: sr_x2 comes first, or is
+                           already trained in OUT_ROOT/sr_x2
   --pretrain_steps N       add six-task pre-training (L1 + contrastive, cosine 1e-3 -> 1e-5) of N steps,
                            fine-tune every task from it and ship it as $PRETRAIN_FILE (default 0: none)
   --pretrain_only          with --pretrain_steps: ship the six-task pre-trained checkpoint only
@@ -53,28 +59,37 @@ EOF
 die() { echo "error: $*" >&2; exit 2; }
 
 # Steps per task, set from the pilot runs in pretrained/logs/pilots/ (README there): the denoising
-# and deraining curves were still rising when their pilots' cosine ended, so they got 4500. SR's
-# 2000-step held-out curves ended flat only because their cosine ended: at SR's 3e-3, 4000 sr_x2
-# steps beat 2000 by 0.6 dB held out and still rose at the end, so every SR scale takes 4000
-# (158 min in all on the 2-vCPU AMD EPYC Zen 4 of pretrained/TRAINING.txt).
+# and deraining curves were still rising when their pilots' cosine ended, so they got 4500. At SR's
+# 3e-3, 4000 sr_x2 steps beat 2000 by 0.6 dB held out and still rose at the end, so sr_x2 takes 6000.
+# sr_x3 and sr_x4 start from sr_x2's best weights (warm_start_of) and take 2500, which keeps the
+# recipe within its 2.5 h on the 2-vCPU AMD EPYC Zen 4 of pretrained/TRAINING.txt.
 task_steps_of() {
     if [ -n "$TASK_STEPS" ]; then echo "$TASK_STEPS"; return; fi
     case "$1" in
-        sr_x2) echo 4000 ;; sr_x3) echo 4000 ;; sr_x4) echo 4000 ;;
+        sr_x2) echo 6000 ;; sr_x3) echo 2500 ;; sr_x4) echo 2500 ;;
         derain) echo 4500 ;; denoise_30) echo 4500 ;; denoise_50) echo 4500 ;;
         *) echo 2000 ;;
     esac
 }
 # Peak lr per task, from the same pilots: at 800 sr_x2 steps the held-out PSNR rose with the lr
 # (3e-4 / 1e-3 / 3e-3; 1e-2 diverged; pretrained/logs/pilots/README.md), so sr_x2 takes 3e-3. sr_x3
-# at 3e-3 over 4000 steps diverged near step 1090 (lr still 2.5e-3; pilot sr_x3_lr3e-3_4000_diverged),
-# so sr_x3 and sr_x4 take 2e-3. The denoising and deraining runs keep the 1e-3 of their pilots.
+# from random weights at 3e-3 over 4000 steps diverged near step 1090 (pilot
+# sr_x3_lr3e-3_4000_diverged); warm-started from sr_x2, sr_x3 and sr_x4 fine-tune at 1e-3. The
+# denoising and deraining runs keep the 1e-3 of their pilots.
 task_lr_of() {
     if [ -n "$TASK_LR" ]; then echo "$TASK_LR"; return; fi
     case "$1" in
         sr_x2) echo 3e-3 ;;
-        sr_x3|sr_x4) echo 2e-3 ;;
         *) echo 1e-3 ;;
+    esac
+}
+# The task whose best weights start a task's run (src/weights.py load_warm_start: body, head, query and
+# the tail layers that fit), as EDSR starts x3/x4 from x2: the larger SR scales learn from sr_x2's
+# features instead of from random ones. Empty: random initialisation. Not used with --pretrain_steps.
+warm_start_of() {
+    case "$1" in
+        sr_x3|sr_x4) echo sr_x2 ;;
+        *) echo "" ;;
     esac
 }
 # "sr_x2 V, sr_x3 V, ...": a per-task function's defaults (no --task_steps / --task_lr), for the usage text
@@ -136,6 +151,17 @@ if [ "$DRY_RUN" = 0 ]; then
     python -c "import mindspore" 2>/dev/null || die "python cannot import mindspore: activate the venv (source .venv/bin/activate)"
 fi
 
+# A warm-started task needs its source trained first: earlier in --tasks, or already in OUT_ROOT.
+if [ "$PRETRAIN_STEPS" = 0 ]; then
+    for t in "${TASK_LIST[@]}"; do
+        src="$(warm_start_of "$t")"; [ -n "$src" ] || continue
+        before=0
+        for u in "${TASK_LIST[@]}"; do [ "$u" = "$t" ] && break; [ "$u" = "$src" ] && before=1; done
+        [ "$before" = 1 ] || [ -f "$OUT_ROOT/$src/$(best_of "$src")" ] \
+            || die "$t starts from $src's best weights: put $src before $t in --tasks, or train it into $OUT_ROOT/$src first"
+    done
+fi
+
 # ------------------------------------------------------------------ what will be written, checked first
 SHIPPED=()
 [ "$PRETRAIN_STEPS" -gt 0 ] && SHIPPED+=("$SHIP_DIR/$PRETRAIN_FILE")
@@ -194,10 +220,6 @@ latest_step() {  # newest checkpoint step in a run folder, 0 if none (src/weight
     py 'import sys; from src.weights import list_checkpoints; c = list_checkpoints(sys.argv[1]); print(c[-1][0] if c else 0)' "$1"
 }
 
-best_of() {  # the best validated checkpoint of a task's run (src/weights.py best_checkpoint_name)
-    py 'import sys; from src.weights import best_checkpoint_name; print(best_checkpoint_name(sys.argv[1]))' "$1"
-}
-
 ckpt_of() {  # the checkpoint of step $2 in run folder $1 (src/weights.py checkpoint_name)
     printf '%s/%s' "$1" "$(py 'import sys; from src.weights import checkpoint_name; print(checkpoint_name(int(sys.argv[1])))' "$2")"
 }
@@ -247,7 +269,10 @@ fi
 for t in "${TASK_LIST[@]}"; do
     steps="$(task_steps_of "$t")"
     every=$(( steps / 10 > 100 ? steps / 10 : 100 ))   # about ten validations per run
-    TASK_CMD=(python train.py --train_mode finetune --task "$t" "${FROM[@]}" --steps "$steps"
+    START=("${FROM[@]}")
+    src="$(warm_start_of "$t")"
+    if [ "$PRETRAIN_STEPS" = 0 ] && [ -n "$src" ]; then START=(--init_from "$OUT_ROOT/$src/$(best_of "$src")"); fi
+    TASK_CMD=(python train.py --train_mode finetune --task "$t" "${START[@]}" --steps "$steps"
               --lr_max "$(task_lr_of "$t")" --contrastive_weight 0 --save_every "$every" --keep_last 2 "${COMMON[@]}"
               --out_dir "$OUT_ROOT/$t")
     run_stage "$t" "$OUT_ROOT/$t" "$steps" "${TASK_CMD[@]}"

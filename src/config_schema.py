@@ -126,6 +126,7 @@ SCHEMA = {
     "contrastive_weight": Option("float", "weight of the patch contrastive loss", low=0),
     "contrastive_temperature": _pos("float", "temperature of the contrastive loss"),
     "pretrained": Option("str", "finetune: start from this checkpoint"),
+    "init_from": Option("str", "finetune: warm start from another task's checkpoint (e.g. sr_x2 for sr_x4)"),
     "out_dir": Option("str", "training run folder (checkpoints, logs)"),
     "save_every": Option("int", "checkpoint every N steps", low=1),
     "keep_last": Option("int", "rolling checkpoints kept; 0 = all", low=0),

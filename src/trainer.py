@@ -44,7 +44,8 @@ from src.precision import LossScaling, apply_precision, make_loss_scaling
 from src.slots import QUERY_NAME
 from src.train_step import MicroStep, TaskStep
 from src.utils import release_freed_memory
-from src.weights import list_checkpoints, load_checkpoint, load_pretrained_task, unfinished_checkpoints
+from src.weights import (list_checkpoints, load_checkpoint, load_pretrained_task, load_warm_start,
+                         unfinished_checkpoints)
 
 LOG = logging.getLogger(__name__)
 RANK_LOG = logging.getLogger(__name__ + ".all_ranks")  # stays on for ranks > 0 (final digest)
@@ -303,7 +304,7 @@ def prepare_out_dir(cfg, rank: int) -> Optional[Path]:
 
 def check_train_config(cfg) -> None:
     """What can be checked before anything is created (each value itself was checked by
-    src/config_schema.py): the training images, the --pretrained file, a writable out_dir."""
+    src/config_schema.py): the training images, the --pretrained / --init_from file, a writable out_dir."""
     from src.dataset import resolve_data_path
     from src.image_io import IMAGE_EXTENSIONS, has_images
     from src.mindrecord_data import is_mindrecord_dir
@@ -315,6 +316,12 @@ def check_train_config(cfg) -> None:
         raise TrainError(f"train_path {cfg.train_path} holds no images ({'/'.join(sorted(IMAGE_EXTENSIONS))})")
     if cfg.pretrained and not Path(cfg.pretrained).is_file() and not cfg.resume:
         raise TrainError(f"pretrained checkpoint not found: {cfg.pretrained}")
+    if cfg.get("init_from"):
+        if cfg.pretrained or cfg.train_mode != "finetune":
+            raise TrainError("--init_from warm-starts a finetune run; it does not go with --pretrained "
+                             "or --train_mode pretrain")
+        if not Path(cfg.init_from).is_file() and not cfg.resume:
+            raise TrainError(f"init_from checkpoint not found: {cfg.init_from}")
     check_output_dir(cfg.out_dir, "out_dir")
     if cfg.device_target == "CPU" and cfg.loss_scale != 1.0 and cfg.amp_level == "O0":
         LOG.warning("loss_scale %s with amp_level O0: the model runs in float32, scaling only costs time",
@@ -323,12 +330,12 @@ def check_train_config(cfg) -> None:
 
 def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int, dict]:
     """Model, trainer, first step and the resumed checkpoint's metadata ({} for a fresh run):
-    fresh, from --pretrained, or resumed from out_dir."""
+    fresh, from --pretrained or --init_from, or resumed from out_dir. The trainer comes after the
+    weights, so that its EMA starts from them, not from the random initialisation."""
     mcfg = model_config(cfg)
     resume_from = prepare_out_dir(cfg, rank)
     ms.set_seed(cfg.seed)
     model = IPT(mcfg)
-    trainer = Trainer(mcfg, model, rank, world)
     if resume_from is not None:
         meta = load_checkpoint(model, resume_from, mcfg)
         saved_seed = _meta_number(meta, "seed")
@@ -337,6 +344,7 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int, di
                              f"{cfg.seed}: resume with --seed {saved_seed}")
         if meta.get("train_mode") and str(meta["train_mode"]) != cfg.train_mode:
             raise TrainError(f"{resume_from} is a {meta['train_mode']} run, the config says {cfg.train_mode}")
+        trainer = Trainer(mcfg, model, rank, world)
         trainer.optimizer.load_state(meta["optimizer"], str(resume_from))
         if trainer.ema is not None:
             try:
@@ -352,9 +360,11 @@ def build_run(cfg, rank: int, world: int) -> Tuple[Config, IPT, Trainer, int, di
             load_pretrained_task(model, cfg.pretrained, mcfg)
         else:
             load_checkpoint(model, cfg.pretrained, mcfg)
+    elif cfg.get("init_from"):
+        load_warm_start(model, cfg.init_from, mcfg)
     elif cfg.train_mode == "finetune":
-        LOG.warning("fine-tuning from random weights (no --pretrained checkpoint given)")
+        LOG.warning("fine-tuning from random weights (no --pretrained or --init_from checkpoint given)")
     if cfg.train_mode == "finetune" and cfg.lr_schedule != "constant":
         LOG.info("lr_schedule %s; the paper fine-tunes with a constant 2e-5 (--lr_schedule constant)",
                  cfg.lr_schedule)
-    return mcfg, model, trainer, 0, {}
+    return mcfg, model, Trainer(mcfg, model, rank, world), 0, {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple, Union
 
 from src.config import REPO_ROOT, Config
-from src.slots import take_slots
+from src.slots import split_slot_name, take_slots
 from src.tasks import Task
 
 if TYPE_CHECKING:  # annotations only: importing these loads MindSpore
@@ -195,3 +195,38 @@ def load_pretrained_task(model: "IPT", path: PathLike, cfg: Config) -> None:
               for name, value in take_slots(params, [k], n_queries=1).items()}
     load_params_strict(model, mapped, str(path))
     LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, k, ",".join(tasks))
+
+
+def load_warm_start(model: "IPT", path: PathLike, cfg: Config) -> Tuple[int, int]:
+    """Start a one-task model from another task's weights (EDSR's x2 -> x3/x4 warm start): the body,
+    head and query row of the checkpoint's task, and every tail layer whose name and shape match;
+    the rest keeps its random initialisation. The file holds this task (its slot is taken) or one
+    task. Returns (parameters loaded, parameters left random); one-line CheckpointError otherwise."""
+    import mindspore as ms
+    from src.checkpoint import CheckpointError, checkpoint_tasks, read_checkpoint
+    task = model.task_names[0]
+    params, meta = read_checkpoint(path, use_ema=True)
+    tasks = checkpoint_tasks(meta)
+    if task in tasks:
+        source = task
+    elif len(tasks) == 1:
+        source = tasks[0]
+    else:
+        raise CheckpointError(f"{path} holds tasks {', '.join(tasks) or '(none)'}: --init_from takes a "
+                              f"one-task checkpoint or one with '{task}'")
+    check_options(cfg, meta, path, ignore=("num_queries",))
+    theirs = take_slots(params, [tasks.index(source)], n_queries=1)
+    own = {p.name: p for p in model.get_parameters()}
+    fits = {name: value for name, value in theirs.items()
+            if name in own and tuple(value.shape) == tuple(own[name].shape)}
+    unfit = sorted(name for name in own if name not in fits)
+    outside_tail = [name for name in unfit if (split_slot_name(name) or ("",))[0] != "tail"]
+    if outside_tail:
+        raise CheckpointError(f"{path} ({source}) does not fit the {task} model outside its tail, "
+                              f"first at '{outside_tail[0]}'")
+    for name, value in fits.items():
+        data = value.asnumpy() if isinstance(value, ms.Tensor) else value
+        own[name].set_data(ms.Tensor(data, own[name].dtype))
+    LOG.info("warm start of %s from %s (%s): %d parameters loaded, %d left random (%s)", task, path, source,
+             len(fits), len(unfit), ", ".join(unfit) or "none")
+    return len(fits), len(unfit)

@@ -21,8 +21,9 @@ from src.config import load_config
 from tests.helpers import held_out_batches, held_out_l1
 from src.dataset import build_train_source
 from src.ipt import IPT
-from src.trainer import (QUERY_NAME, SubsetAdam, TrainError, Trainer, clip_global_norm, list_checkpoints,
-                         load_pretrained_task, lr_at, model_config, prepare_out_dir)
+from src.trainer import (QUERY_NAME, SubsetAdam, TrainError, Trainer, build_run, check_train_config,
+                         clip_global_norm, list_checkpoints, load_pretrained_task, load_warm_start, lr_at,
+                         model_config, prepare_out_dir)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger(__name__)
@@ -171,6 +172,47 @@ def test_finetune_takes_body_and_the_tasks_head_tail_query(tiny_ckpt, tmp_path):
     wide = model_config(load_config("ipt_tiny", {"train_mode": "finetune", "task": "denoise_30", "n_feats": 32}))
     with pytest.raises(CheckpointError, match="n_feats=16 but the config has n_feats=32"):
         load_pretrained_task(IPT(wide), str(tiny_ckpt), wide)
+
+
+def test_warm_start_takes_another_tasks_body_head_and_fitting_tail(tmp_path):
+    """sr_x4 from an sr_x2 run: everything but the x4 tail's second upsampling conv comes from the file,
+    and the EMA of the run starts from those weights (not from the random initialisation)."""
+    x2_cfg = model_config(load_config("ipt_tiny", {"train_mode": "finetune", "task": "sr_x2"}))
+    ms.set_seed(5)
+    x2 = IPT(x2_cfg)
+    x2_file = tmp_path / "best_sr_x2.ckpt"
+    save_checkpoint(x2, x2_file, x2_cfg)
+    src = {p.name: p.asnumpy() for p in x2.get_parameters()}
+
+    cfg = load_config("ipt_tiny", {"train_mode": "finetune", "task": "sr_x4", "init_from": str(x2_file),
+                                   "out_dir": str(tmp_path / "run"), "ema_decay": 0.999})
+    check_train_config(cfg)
+    mcfg, model, trainer, start, _ = build_run(cfg, 0, 1)
+    got = {p.name: p.asnumpy() for p in model.get_parameters()}
+    assert start == 0 and set(src) < set(got)
+    assert sorted(set(got) - set(src)) == ["tail.0.0.2.bias", "tail.0.0.2.weight"]
+    for name in src:
+        np.testing.assert_array_equal(got[name], src[name], err_msg=name)
+    shadow = {p.name[len("ema."):]: p.asnumpy() for p in trainer.ema.shadow}
+    np.testing.assert_array_equal(shadow["body.encoder.layers.0.linear1.weight"],
+                                  src["body.encoder.layers.0.linear1.weight"])
+
+    # the file's slot of this very task when it has it; a many-task file without it, or another width: refused
+    assert load_warm_start(IPT(mcfg), str(x2_file), mcfg) == (len(src), 2)
+    two = tmp_path / "two.ckpt"
+    two_cfg = load_config("ipt_tiny", {"tasks": ["sr_x2", "denoise_30"]})
+    save_checkpoint(IPT(two_cfg), two, two_cfg)
+    with pytest.raises(CheckpointError, match="holds tasks sr_x2, denoise_30: --init_from takes a one-task"):
+        load_warm_start(IPT(mcfg), str(two), mcfg)
+    wide = model_config(load_config("ipt_tiny", {"train_mode": "finetune", "task": "sr_x4", "n_feats": 32}))
+    with pytest.raises(CheckpointError, match="n_feats=16 but the config has n_feats=32"):
+        load_warm_start(IPT(wide), str(x2_file), wide)
+    with pytest.raises(TrainError, match="does not go with --pretrained"):
+        check_train_config(load_config("ipt_tiny", {"train_mode": "finetune", "task": "sr_x4",
+                                                    "init_from": str(x2_file), "pretrained": str(x2_file)}))
+    with pytest.raises(TrainError, match="init_from checkpoint not found"):
+        check_train_config(load_config("ipt_tiny", {"train_mode": "finetune", "task": "sr_x4",
+                                                    "init_from": str(tmp_path / "nope.ckpt")}))
 
 
 # ----------------------------------------------------------------------------- six-task pre-training

@@ -26,13 +26,17 @@ def _train_lines(out: str):
 
 
 def test_default_recipe_trains_every_task_alone(tmp_path):
+    """No pre-training; sr_x3 and sr_x4 start from sr_x2's best weights, the others from random ones."""
     proc = _run(str(tmp_path / "run"), "--dry_run")
     assert proc.returncode == 0, proc.stderr
     lines = _train_lines(proc.stdout)
     assert [line.split("--task ")[1].split()[0] for line in lines] == list(TASKS)
+    warm = f"--init_from {tmp_path / 'run' / 'sr_x2' / 'best_sr_x2.ckpt'} "
     for line in lines:
         assert "--train_mode finetune" in line and "--pretrained" not in line
         assert "--contrastive_weight 0" in line and "--ema_decay 0.999" in line
+        task = line.split("--task ")[1].split()[0]
+        assert (warm in line) == (task in ("sr_x3", "sr_x4")), line
     assert "--train_mode pretrain" not in proc.stdout
     shipped = [line for line in proc.stdout.splitlines() if line.startswith("python scripts/ship_weights.py")]
     assert len(shipped) == len(TASKS) and not any("pretrain.ckpt" in line for line in shipped)
@@ -47,7 +51,7 @@ def test_pretrain_steps_adds_the_two_stage_recipe(tmp_path):
     pre_ckpt = str(tmp_path / "run" / "pretrain" / "ipt_step00000040.ckpt")
     assert len(lines) == 3
     for line in lines[1:]:
-        assert f"--pretrained {pre_ckpt}" in line and "--steps 10 " in line
+        assert f"--pretrained {pre_ckpt}" in line and "--steps 10 " in line and "--init_from" not in line
     assert "ipt_tiny_pretrain.ckpt" in proc.stdout
 
 
@@ -63,6 +67,21 @@ def test_bad_options_fail_before_anything_runs(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_warm_started_task_needs_its_source_first(tmp_path):
+    """sr_x4 starts from sr_x2's best weights: refused before anything runs unless sr_x2 comes first in
+    --tasks or is already trained in the run folder."""
+    for tasks in ("sr_x4", "sr_x4,sr_x2"):
+        proc = _run(str(tmp_path / "run"), "--tasks", tasks, "--ship_dir", str(tmp_path / "ship"))
+        assert proc.returncode == 2
+        assert "sr_x4 starts from sr_x2's best weights: put sr_x2 before sr_x4" in proc.stderr
+        assert not (tmp_path / "run").exists() and not (tmp_path / "ship").exists()
+    (tmp_path / "run" / "sr_x2").mkdir(parents=True)
+    (tmp_path / "run" / "sr_x2" / "best_sr_x2.ckpt").write_bytes(b"x")
+    proc = _run(str(tmp_path / "run"), "--tasks", "sr_x4", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    assert "--init_from" in _train_lines(proc.stdout)[0]
 
 
 def _run_with_shipped(tmp_path, name: str, *args: str) -> subprocess.CompletedProcess:
