@@ -108,13 +108,13 @@ def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
 
 
 def test_reproduction_record_is_about_the_shipped_files():
-    """The READMEs say a second, independent run of the sr_x2 stage's command (the 4000-step pilot,
-    run earlier in another folder at e367cf9, same training code) re-made the shipped file byte for
-    byte: the record must list shipped checkpoints with their current hashes, and the pilot's train.log
-    must have validated exactly as the shipping run's own log (pretrained/logs/sr_x2/train.log) did."""
+    """The READMEs say a re-run of the recipe's sr_x2 and sr_x4 stages in a second fresh clone, at the
+    final revision, wrote the same first checkpoints as the shipping run (byte for byte) and validated
+    alike: the record must list the shipped checkpoints with their current hashes, pair each re-run
+    checkpoint with the shipping run's, and hold re-run logs whose validations are the shipping run's."""
     import hashlib
     import re
-    name = "sr_x2_pilot_e367cf9"
+    name = "first_checkpoints_ca0f11e"
     record = ROOT / "pretrained" / "logs" / "reproduction" / name
     assert f"reproduction/{name}" in (ROOT / "pretrained" / "README.md").read_text()
     listed = dict(reversed(line.split()) for line in (record / "sha256sums.txt").read_text().splitlines())
@@ -123,12 +123,25 @@ def test_reproduction_record_is_about_the_shipped_files():
     for file, digest in listed.items():
         assert hashlib.sha256((ROOT / file).read_bytes()).hexdigest() == digest, file
 
-    def validations(log: Path) -> list:
-        return re.findall(r"validation step (\d+) sr_x2: PSNR ([\d.]+) dB SSIM ([\d.]+)", log.read_text())
+    runs = {}
+    for line in (record / "training_checkpoints.sha256").read_text().splitlines():
+        if line and not line.startswith("#"):
+            digest, path = line.split()
+            run, rest = path.split("/", 1)
+            runs.setdefault(rest, {})[run] = digest
+    assert {"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt"} <= set(runs)
+    for rest, by_run in runs.items():
+        assert set(by_run) == {"shipping_run", "rerun"} and by_run["rerun"] == by_run["shipping_run"], rest
 
-    ours = validations(ROOT / "pretrained" / "logs" / "pilots" / "sr_x2_lr3e-3_4000" / "train.log")
-    assert len(ours) == 10 and ours[-1][0] == "4000"
-    assert ours == validations(ROOT / "pretrained" / "logs" / "sr_x2" / "train.log")
-    # ... and the pilot's settings (pretrained/logs/pilots/README.md) are the recipe's sr_x2 stage today
-    stage = _run("runs/x", "--tasks", "sr_x2", "--dry_run").stdout
-    assert " --steps 4000 --lr_max 3e-3 " in stage and " --save_every 400 " in stage
+    def validations(log: Path, task: str) -> list:
+        return re.findall(rf"validation step (\d+) {task}: PSNR ([\d.]+) dB SSIM ([\d.]+)", log.read_text())
+
+    for task in ("sr_x2", "sr_x4"):
+        again = validations(record / f"{task}_rerun_train.log", task)
+        shipped_run = validations(ROOT / "pretrained" / "logs" / task / "train.log", task)
+        assert again and again == shipped_run[:len(again)], task
+    # ... and those are the recipe's stages today
+    stages = _train_lines(_run("runs/x", "--dry_run").stdout)
+    assert " --task sr_x2 --steps 6000 --lr_max 3e-3 " in stages[0] and " --save_every 600 " in stages[0]
+    assert (" --task sr_x4 --init_from runs/x/sr_x2/best_sr_x2.ckpt --steps 2500 --lr_max 1e-3 " in stages[2]
+            and " --save_every 250 " in stages[2])
