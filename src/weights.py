@@ -6,8 +6,8 @@ load). This module owns everything above it, once:
 * the shipped weights (`pretrained/ipt_tiny_TASK.ckpt`, else the six-task `ipt_tiny_pretrain.ckpt`)
   and the resolution of `--ckpt`;
 * loading: a checkpoint into a model built for it (model options and tasks checked by name), a
-  task's inference cell for a checkpoint, and one task of a multi-task file into a one-task model
-  for fine-tuning;
+  task's inference cell for a checkpoint, one task of a multi-task file into a one-task model
+  for fine-tuning, and another task's weights as the warm start of a one-task model;
 * a training run's checkpoints: the file name `ipt_stepNNNNNNNN.ckpt`, listing, pruning, unfinished
   writes of a killed save.
 
