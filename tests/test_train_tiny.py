@@ -108,10 +108,11 @@ def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
 
 
 def test_reproduction_record_is_about_the_shipped_files():
-    """The READMEs say a re-run of the recipe's sr_x2 and sr_x4 stages in a second fresh clone, at the
-    final revision, wrote the same first checkpoints as the shipping run (byte for byte) and validated
-    alike: the record must list the shipped checkpoints with their current hashes, pair each re-run
-    checkpoint with the shipping run's, and hold re-run logs whose validations are the shipping run's."""
+    """The READMEs say a second fresh clone at the final revision re-ran the recipe's sr_x2 stage to its
+    first checkpoint and its warm-started SR stages whole, byte for byte as the shipping run (the
+    shipped files included) and validating alike: the record must list the shipped checkpoints with
+    their current hashes, pair each re-run file with the shipping run's, and hold re-run logs whose
+    validations are the shipping run's."""
     import hashlib
     import re
     name = "first_checkpoints_ca0f11e"
@@ -129,14 +130,17 @@ def test_reproduction_record_is_about_the_shipped_files():
             digest, path = line.split()
             run, rest = path.split("/", 1)
             runs.setdefault(rest, {})[run] = digest
-    assert {"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt"} <= set(runs)
+    assert {"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt", "sr_x4/ipt_step00002500.ckpt",
+            "ship/ipt_tiny_sr_x3.ckpt", "ship/ipt_tiny_sr_x4.ckpt"} <= set(runs)
     for rest, by_run in runs.items():
         assert set(by_run) == {"shipping_run", "rerun"} and by_run["rerun"] == by_run["shipping_run"], rest
+        if rest.startswith("ship/"):  # the re-run's shipped file is the one in pretrained/
+            assert by_run["rerun"] == listed["pretrained/" + rest[len("ship/"):]], rest
 
     def validations(log: Path, task: str) -> list:
         return re.findall(rf"validation step (\d+) {task}: PSNR ([\d.]+) dB SSIM ([\d.]+)", log.read_text())
 
-    for task in ("sr_x2", "sr_x4"):
+    for task in ("sr_x2", "sr_x3", "sr_x4"):
         again = validations(record / f"{task}_rerun_train.log", task)
         shipped_run = validations(ROOT / "pretrained" / "logs" / task / "train.log", task)
         assert again and again == shipped_run[:len(again)], task
