@@ -177,24 +177,36 @@ def load_task_model(cfg: Config, task: Task, path: PathLike) -> "TaskNet":
     return model.task_net(task.name)
 
 
+def _task_slot(path: PathLike, cfg: Config, pick) -> Tuple[dict, str, List[str]]:
+    """One task's parameters of a (multi-task) checkpoint, renamed to a one-task model's slot 0:
+    (parameters, the task `pick(tasks)` chose, the file's tasks). Model options are checked."""
+    from src.checkpoint import checkpoint_tasks, read_checkpoint
+    params, meta = read_checkpoint(path, use_ema=True)
+    tasks = checkpoint_tasks(meta)
+    source = pick(tasks)
+    check_options(cfg, meta, path, ignore=("num_queries",))
+    return take_slots(params, [tasks.index(source)], n_queries=1), source, tasks
+
+
 def load_pretrained_task(model: "IPT", path: PathLike, cfg: Config) -> None:
     """Fill a one-task model from a (multi-task) checkpoint: the shared body plus that task's head,
     tail and query row. One-line CheckpointError if the file lacks the task or does not fit."""
     import mindspore as ms
-    from src.checkpoint import CheckpointError, checkpoint_tasks, load_params_strict, read_checkpoint
+    from src.checkpoint import CheckpointError, load_params_strict
     task = model.task_names[0]
-    params, meta = read_checkpoint(path, use_ema=True)
-    tasks = checkpoint_tasks(meta)
-    if not tasks:
-        raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
-    if task not in tasks:
-        raise CheckpointError(f"{path} has no '{task}' task (it has: {', '.join(tasks)})")
-    check_options(cfg, meta, path, ignore=("num_queries",))
-    k = tasks.index(task)
+
+    def pick(tasks: List[str]) -> str:
+        if not tasks:
+            raise CheckpointError(f"{path} has no task list (ipt_tasks) in its metadata")
+        if task not in tasks:
+            raise CheckpointError(f"{path} has no '{task}' task (it has: {', '.join(tasks)})")
+        return task
+
+    params, _, tasks = _task_slot(path, cfg, pick)
     mapped = {name: value if isinstance(value, ms.Parameter) else ms.Parameter(ms.Tensor(value), name=name)
-              for name, value in take_slots(params, [k], n_queries=1).items()}
+              for name, value in params.items()}
     load_params_strict(model, mapped, str(path))
-    LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, k, ",".join(tasks))
+    LOG.info("fine-tuning %s from %s (slot %d of %s)", task, path, tasks.index(task), ",".join(tasks))
 
 
 def load_warm_start(model: "IPT", path: PathLike, cfg: Config) -> Tuple[int, int]:
@@ -203,19 +215,18 @@ def load_warm_start(model: "IPT", path: PathLike, cfg: Config) -> Tuple[int, int
     the rest keeps its random initialisation. The file holds this task (its slot is taken) or one
     task. Returns (parameters loaded, parameters left random); one-line CheckpointError otherwise."""
     import mindspore as ms
-    from src.checkpoint import CheckpointError, checkpoint_tasks, read_checkpoint
+    from src.checkpoint import CheckpointError
     task = model.task_names[0]
-    params, meta = read_checkpoint(path, use_ema=True)
-    tasks = checkpoint_tasks(meta)
-    if task in tasks:
-        source = task
-    elif len(tasks) == 1:
-        source = tasks[0]
-    else:
+
+    def pick(tasks: List[str]) -> str:
+        if task in tasks:
+            return task
+        if len(tasks) == 1:
+            return tasks[0]
         raise CheckpointError(f"{path} holds tasks {', '.join(tasks) or '(none)'}: --init_from takes a "
                               f"one-task checkpoint or one with '{task}'")
-    check_options(cfg, meta, path, ignore=("num_queries",))
-    theirs = take_slots(params, [tasks.index(source)], n_queries=1)
+
+    theirs, source, _ = _task_slot(path, cfg, pick)
     own = {p.name: p for p in model.get_parameters()}
     fits = {name: value for name, value in theirs.items()
             if name in own and tuple(value.shape) == tuple(own[name].shape)}
