@@ -10,7 +10,7 @@ import pytest
 
 from src.degradations import (
     RainParams, add_gaussian_noise, add_rain, bicubic_downsample, bicubic_upsample, imresize,
-    modcrop, resize_matrix,
+    modcrop, rain_layer, resize_matrix,
 )
 from src.image_io import read_image
 from src.metrics import psnr
@@ -172,3 +172,39 @@ def test_rain_overrides_and_gray():
     light = add_rain(gray, seed=0, params=RainParams(density=(0.001, 0.001)))
     assert heavy.shape == gray.shape
     assert psnr(heavy, gray) < psnr(light, gray)
+
+
+def test_rain_streaks_enter_small_patches_from_outside():
+    """Drops are seeded around the patch too, so a 48x48 training patch is rained on at its
+    border as much as in its middle (seeding inside only would leave the border half dry)."""
+    border, middle = [], []
+    for seed in range(200):
+        layer = rain_layer((48, 48), np.random.default_rng(seed))
+        border.append(np.concatenate([layer[:4].ravel(), layer[-4:].ravel()]).mean())
+        middle.append(layer[20:28].mean())
+    assert 0.8 < np.mean(border) / np.mean(middle) < 1.25
+
+
+def test_rain_layers_add_up():
+    """Each layer draws its own streaks: three layers cover more of the image than one."""
+    one = RainParams(layers=(1, 1), density=(0.0005, 0.0005))
+    three = RainParams(layers=(3, 3), density=(0.0005, 0.0005))
+    cover = lambda p: np.mean([(rain_layer((128, 128), np.random.default_rng(s), p) > 0.02).mean()
+                               for s in range(20)])  # noqa: E731
+    assert cover(three) > 2 * cover(one)
+
+
+def test_rain_residual_statistics_are_rain100l_like():
+    """bench/bench_rain_model.py's statistics of our default rain on training images fall inside
+    Rain100L's per-image spread (mean +- 1.5 std) on every statistic it compares."""
+    from tests.conftest import load_script
+    bench = load_script("bench/bench_rain_model.py")
+    bench_dir = DATA / "Rain100L"
+    pairs = sorted(bench_dir.glob("norain-*.png"))[::5]
+    theirs = bench.summarise([bench.residual_stats(read_image(p), read_image(bench_dir / "rainy" / p.name.replace("norain", "rain")))
+                              for p in pairs])
+    train = sorted((DATA / "train" / "DIV2K_crop256").glob("*.png"))[::5]
+    ours = bench.summarise([bench.residual_stats(read_image(p), add_rain(read_image(p), seed=i)) for i, p in enumerate(train)])
+    for key in bench.STATS:
+        (mean, std), (value, _) = theirs[key], ours[key]
+        assert abs(value - mean) <= 1.5 * std + 1e-3, (key, value, mean, std)
