@@ -182,17 +182,22 @@ class RainParams:
     """Ranges (low, high) sampled uniformly for synthetic rain streaks.
 
     An image gets ``layers`` streak layers that fall in one direction (``angle``, degrees from
-    vertical, give or take ``angle_jitter`` per layer); each layer draws its own density,
-    length, width and brightness, so near and far rain mix: faint short streaks among bright
-    long ones, as in the Photoshop-style rain of Rain100L (Yang et al. 2017). The defaults match
-    Rain100L's rain residuals (rainy - clean) in coverage, brightness, and streak length and width
-    (``python bench/bench_rain_model.py`` compares them), with the same mean input PSNR(Y).
+    vertical, or for a share ``near_vertical`` of images within ``vertical_angle``; give or take
+    ``angle_jitter`` per layer); each layer draws its own density, length, width and brightness,
+    so near and far rain mix: faint short streaks among bright long ones, as in the
+    Photoshop-style rain of Rain100L (Yang et al. 2017). The defaults match
+    Rain100L's rain residuals (rainy - clean) in coverage, brightness, streak length, width and
+    direction (a third of Rain100L's images have rain within 5 degrees of vertical, the rest up
+    to 30), with the same mean input PSNR(Y); ``python bench/bench_rain_model.py`` compares them.
     """
 
     layers: Tuple[int, int] = (1, 3)                 # streak layers per image
     density: Tuple[float, float] = (0.0004, 0.0012)  # fraction of pixels seeding a drop, per layer
     length: Tuple[int, int] = (18, 65)               # streak length in pixels
     angle: Tuple[float, float] = (-30.0, 30.0)       # degrees from vertical, per image
+    near_vertical: float = 0.2                       # share of images drawn within vertical_angle
+    vertical_angle: Tuple[float, float] = (-5.0, 5.0)  # (uniform angles add 1/6: a third in all)
+    vertical_width: Tuple[float, float] = (0.45, 1.0)  # their width: Rain100L's upright streaks are thinner
     angle_jitter: float = 3.0                        # per-layer deviation from the image's angle
     width: Tuple[float, float] = (0.55, 1.0)         # Gaussian sigma thickening, pixels
     intensity: Tuple[float, float] = (0.12, 0.45)    # peak streak brightness, 0..1 of 255
@@ -231,12 +236,13 @@ def rain_layer(
     """
     h, w = shape
     n_layers = int(rng.integers(params.layers[0], params.layers[1] + 1))
-    angle = rng.uniform(*params.angle)
+    vertical = rng.random() < params.near_vertical
+    angle = rng.uniform(*(params.vertical_angle if vertical else params.angle))
     total = np.zeros((h, w), dtype=np.float32)
     for _ in range(n_layers):
         density = rng.uniform(*params.density)
         length = int(rng.integers(params.length[0], params.length[1] + 1))
-        width = rng.uniform(*params.width)
+        width = rng.uniform(*(params.vertical_width if vertical else params.width))
         intensity = rng.uniform(*params.intensity)
         tilt = angle + rng.uniform(-params.angle_jitter, params.angle_jitter)
         kernel = streak_kernel(length, tilt, width)
