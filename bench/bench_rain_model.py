@@ -15,6 +15,8 @@ Per image, on the grey residual r = mean over channels of (rainy - clean) / 255:
 - streak width: autocorrelation across it at 1, 2 and 4 pixels;
 - direction: the angle from vertical that maximises the autocorrelation at 15 pixels, and
   whether it is within 5 degrees of vertical (the mean is the share of such images);
+- the correlation of r with the clean image's brightness where it rains (0 for additive rain,
+  negative for a screen blend, which brightens dark pixels more);
 - input PSNR(Y) of the rainy image.
 Rows give the mean over images and, in brackets, their standard deviation; then the streak
 width (across_1) of near-vertical and of slanted images apart, since Rain100L's upright streaks
@@ -36,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.config import DATASETS_ROOT  # noqa: E402
 from src.degradations import RainParams, add_rain  # noqa: E402
 from src.image_io import read_image  # noqa: E402
 from src.metrics import psnr  # noqa: E402
@@ -43,7 +46,7 @@ from src.metrics import psnr  # noqa: E402
 THRESHOLD = 0.02
 ANGLES = np.arange(-45, 46, 2)
 STATS = ("coverage", "mean_r", "p99", "p99_9", "along_5", "along_15", "along_30",
-         "across_1", "across_2", "across_4", "abs_angle", "near_vertical", "input_psnr_y")
+         "across_1", "across_2", "across_4", "abs_angle", "near_vertical", "background_corr", "input_psnr_y")
 
 
 def _autocorr(z: np.ndarray, var: float, dy: float, dx: float) -> float:
@@ -65,6 +68,7 @@ def residual_stats(clean: np.ndarray, rainy: np.ndarray) -> Dict[str, float]:
     along = lambda d: _autocorr(z, var, d * np.cos(t), d * np.sin(t))  # noqa: E731
     across = lambda d: _autocorr(z, var, -d * np.sin(t), d * np.cos(t))  # noqa: E731
     streak = r > THRESHOLD
+    background = clean.astype(np.float64).mean(axis=2) / 255.0
     return {
         "coverage": float(streak.mean()),
         "mean_r": float(r[streak].mean()) if streak.any() else 0.0,
@@ -74,6 +78,8 @@ def residual_stats(clean: np.ndarray, rainy: np.ndarray) -> Dict[str, float]:
         "across_1": across(1), "across_2": across(2), "across_4": across(4),
         "abs_angle": abs(angle),
         "near_vertical": float(abs(angle) <= 5),
+        "background_corr": (float(np.corrcoef(background[streak], r[streak])[0, 1])
+                            if streak.sum() > 10 and background[streak].std() > 0 else 0.0),
         "input_psnr_y": float(psnr(rainy, clean)),
     }
 
@@ -97,8 +103,8 @@ def parse_overrides(items: List[str]) -> Dict[str, object]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rain100l", default=str(ROOT.parent / "shared" / "datasets" / "Rain100L"))
-    parser.add_argument("--train", default=str(ROOT.parent / "shared" / "datasets" / "train"))
+    parser.add_argument("--rain100l", default=str(DATASETS_ROOT / "Rain100L"))
+    parser.add_argument("--train", default=str(DATASETS_ROOT / "train"))
     parser.add_argument("--images", type=int, default=100, help="training images to rain on")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=LOW,HIGH")
     parser.add_argument("--json", help="write both summaries here")

@@ -185,21 +185,21 @@ class RainParams:
     vertical, or for a share ``near_vertical`` of images within ``vertical_angle``; give or take
     ``angle_jitter`` per layer); each layer draws its own density, length, width and brightness,
     so near and far rain mix: faint short streaks among bright long ones, as in the
-    Photoshop-style rain of Rain100L (Yang et al. 2017). The defaults match
-    Rain100L's rain residuals (rainy - clean) in coverage, brightness, streak length, width and
-    direction (a third of Rain100L's images have rain within 5 degrees of vertical, the rest up
-    to 30), with the same mean input PSNR(Y); ``python bench/bench_rain_model.py`` compares them.
+    Photoshop-style rain of Rain100L (Yang et al. 2017). The defaults match Rain100L's rain
+    residuals (rainy - clean) in coverage, brightness, streak length, width and direction (a
+    third of Rain100L's images have rain within 5 degrees of vertical, the rest up to 30), with
+    the same mean input PSNR(Y); ``python bench/bench_rain_model.py`` compares them.
     """
 
     layers: Tuple[int, int] = (1, 3)                 # streak layers per image
     density: Tuple[float, float] = (0.0004, 0.0012)  # fraction of pixels seeding a drop, per layer
     length: Tuple[int, int] = (18, 65)               # streak length in pixels
     angle: Tuple[float, float] = (-30.0, 30.0)       # degrees from vertical, per image
+    angle_jitter: float = 3.0                        # per-layer deviation from the image's angle
     near_vertical: float = 0.2                       # share of images drawn within vertical_angle
     vertical_angle: Tuple[float, float] = (-5.0, 5.0)  # (uniform angles add 1/6: a third in all)
-    vertical_width: Tuple[float, float] = (0.45, 1.0)  # their width: Rain100L's upright streaks are thinner
-    angle_jitter: float = 3.0                        # per-layer deviation from the image's angle
     width: Tuple[float, float] = (0.55, 1.0)         # Gaussian sigma thickening, pixels
+    vertical_width: Tuple[float, float] = (0.45, 1.0)  # near-vertical: Rain100L's upright streaks are thinner
     intensity: Tuple[float, float] = (0.12, 0.45)    # peak streak brightness, 0..1 of 255
     drop_strength: Tuple[float, float] = (0.3, 1.0)  # per-drop brightness spread
 

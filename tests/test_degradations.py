@@ -208,3 +208,15 @@ def test_rain_residual_statistics_are_rain100l_like():
     for key in bench.STATS:
         (mean, std), (value, _) = theirs[key], ours[key]
         assert abs(value - mean) <= 1.5 * std + 1e-3, (key, value, mean, std)
+
+
+def test_rain_near_vertical_share_sets_the_direction():
+    """``near_vertical`` images fall within ``vertical_angle``; the others follow ``angle``."""
+    from tests.conftest import load_script
+    bench = load_script("bench/bench_rain_model.py")
+    clean = np.full((160, 160, 3), 60, dtype=np.uint8)
+    upright = RainParams(near_vertical=1.0, angle=(25.0, 25.0), angle_jitter=0.0, layers=(1, 1))
+    slanted = RainParams(near_vertical=0.0, angle=(25.0, 25.0), angle_jitter=0.0, layers=(1, 1))
+    for seed in range(4):
+        assert bench.residual_stats(clean, add_rain(clean, seed=seed, params=upright))["abs_angle"] <= 6
+        assert abs(bench.residual_stats(clean, add_rain(clean, seed=seed, params=slanted))["abs_angle"] - 25) <= 4

@@ -107,15 +107,26 @@ def test_a_six_task_file_this_recipe_does_not_make_needs_overwrite(tmp_path):
     assert f"rm {tmp_path / 'ship' / 'ipt_tiny_pretrain.ckpt'}" in dry.stdout
 
 
-def test_reproduction_record_is_about_the_shipped_files():
-    """The READMEs say a second fresh clone at the final revision re-ran the recipe's sr_x2 stage to its
-    first checkpoint and its warm-started SR stages whole, byte for byte as the shipping run (the
-    shipped files included) and validating alike: the record must list the shipped checkpoints with
-    their current hashes, pair each re-run file with the shipping run's, and hold re-run logs whose
-    validations are the shipping run's."""
+# Each record of a second clone's re-run: its folder, the training files it must pair with the
+# shipping run's, and the stages whose re-run logs it holds.
+REPRODUCTION_RECORDS = {
+    "first_checkpoints_ca0f11e": ({"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt",
+                                   "sr_x4/ipt_step00002500.ckpt", "ship/ipt_tiny_sr_x3.ckpt",
+                                   "ship/ipt_tiny_sr_x4.ckpt"}, ("sr_x2", "sr_x3", "sr_x4")),
+    "derain_b616a6f": ({"derain/best_derain.ckpt", "derain/ipt_step00004500.ckpt", "ship/ipt_tiny_derain.ckpt"},
+                       ("derain",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCTION_RECORDS))
+def test_reproduction_record_is_about_the_shipped_files(name):
+    """The READMEs say a second fresh clone at the shipping revision re-ran recipe stages byte for
+    byte as the shipping run (the shipped files included) and validating alike: the record must list
+    the shipped checkpoints with their current hashes, pair each re-run file with the shipping run's,
+    and hold re-run logs whose validations are the shipping run's."""
     import hashlib
     import re
-    name = "first_checkpoints_ca0f11e"
+    required, tasks = REPRODUCTION_RECORDS[name]
     record = ROOT / "pretrained" / "logs" / "reproduction" / name
     assert f"reproduction/{name}" in (ROOT / "pretrained" / "README.md").read_text()
     listed = dict(reversed(line.split()) for line in (record / "sha256sums.txt").read_text().splitlines())
@@ -130,8 +141,7 @@ def test_reproduction_record_is_about_the_shipped_files():
             digest, path = line.split()
             run, rest = path.split("/", 1)
             runs.setdefault(rest, {})[run] = digest
-    assert {"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt", "sr_x4/ipt_step00002500.ckpt",
-            "ship/ipt_tiny_sr_x3.ckpt", "ship/ipt_tiny_sr_x4.ckpt"} <= set(runs)
+    assert required <= set(runs)
     for rest, by_run in runs.items():
         assert set(by_run) == {"shipping_run", "rerun"} and by_run["rerun"] == by_run["shipping_run"], rest
         if rest.startswith("ship/"):  # the re-run's shipped file is the one in pretrained/
@@ -140,12 +150,16 @@ def test_reproduction_record_is_about_the_shipped_files():
     def validations(log: Path, task: str) -> list:
         return re.findall(rf"validation step (\d+) {task}: PSNR ([\d.]+) dB SSIM ([\d.]+)", log.read_text())
 
-    for task in ("sr_x2", "sr_x3", "sr_x4"):
+    for task in tasks:
         again = validations(record / f"{task}_rerun_train.log", task)
         shipped_run = validations(ROOT / "pretrained" / "logs" / task / "train.log", task)
         assert again and again == shipped_run[:len(again)], task
-    # ... and those are the recipe's stages today
+
+
+def test_reproduction_records_are_of_the_recipe_of_today():
+    """The re-run stages' commands are still the recipe's."""
     stages = _train_lines(_run("runs/x", "--dry_run").stdout)
     assert " --task sr_x2 --steps 6000 --lr_max 3e-3 " in stages[0] and " --save_every 600 " in stages[0]
     assert (" --task sr_x4 --init_from runs/x/sr_x2/best_sr_x2.ckpt --steps 2500 --lr_max 1e-3 " in stages[2]
             and " --save_every 250 " in stages[2])
+    assert " --task derain --steps 4500 --lr_max 1e-3 " in stages[3] and " --save_every 450 " in stages[3]
