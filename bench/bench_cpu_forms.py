@@ -9,6 +9,9 @@
   all k*k input views (the form before 2026-12-04). Only where im2col runs (an AVX-512 x86 CPU and
   a large body, src/conv.py); elsewhere both sides are the same.
 - `all`: both at once.
+- `backwards`: the CPU-tuned norms and softmaxes, forward and backward (`common.cpu_backwards`:
+  `_LayerNormOp`, `transformer._LastAxisSoftmax`) against MindSpore's LayerNorm and Softmax ops
+  with their own LayerNormGrad and SoftmaxGrad kernels, as GPU and Ascend run them.
 
 Both models are built side by side in the same process (same seeds, so the same weights) and
 called alternately, A (plain) then B (ours), so the machine's drift hits both alike: on a noisy
@@ -37,7 +40,7 @@ from bench.bench_vs_torch import parse_cases, random_pair  # noqa: E402
 from src.cpu_isa import cpu_flags, cpu_name, isa_summary  # noqa: E402
 
 LOG = logging.getLogger("bench_cpu_forms")
-FORMS = ("layer_norm", "conv_taps", "all")
+FORMS = ("layer_norm", "conv_taps", "all", "backwards")
 MODELS = {"base": None, "tiny": "ipt_tiny"}
 
 
@@ -46,8 +49,12 @@ def plain_forms(form: str):
     """Models built inside take MindSpore's plain form of `form` (and of both for 'all')."""
     import src.common as common
     import src.conv as conv
+    import src.transformer as transformer
     from mindspore import ops
     saved = common._LayerNormOp.construct, common._LayerNormOp.__init__, conv.tap_layout
+    saved_backwards = common.cpu_backwards, transformer.cpu_backwards
+    if form == "backwards":
+        common.cpu_backwards = transformer.cpu_backwards = lambda: False
     if form in ("layer_norm", "all"):
         init = common._LayerNormOp.__init__
 
@@ -65,6 +72,7 @@ def plain_forms(form: str):
         yield
     finally:
         common._LayerNormOp.construct, common._LayerNormOp.__init__, conv.tap_layout = saved
+        common.cpu_backwards, transformer.cpu_backwards = saved_backwards
 
 
 def build_pair(cfg, kind: str, form: str):

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from src.config import load_config  # noqa: E402
+from src.cpu_isa import cpu_name  # noqa: E402
 from src.tasks import PRETRAIN_ORDER  # noqa: E402
 
 LOG = logging.getLogger("bench_data")
@@ -317,16 +318,6 @@ def train_run(folder: Path, steps: int, batch: int, extra=()) -> dict:
                 "peak_tree": peak.peak, "log_tail": err.strip().splitlines()[-4:]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main(argv=None) -> dict:

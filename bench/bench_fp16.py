@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from src.cpu_isa import cpu_name  # noqa: E402
 
 LOG = logging.getLogger("bench_fp16")
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -93,14 +94,6 @@ def activation_peaks(task_name: str, data: Path, tiles_per_image: int = 4) -> di
         _, tokens = tokens_net(ms.Tensor(np.stack(tiles)))
         peaks["body_tokens"] = max(peaks["body_tokens"], float(np.abs(tokens.asnumpy()).max()))
     return {k: {"max_abs": v, "fraction_of_fp16_max": v / FP16_MAX} for k, v in peaks.items()}
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -26,6 +26,19 @@ def test_plain_forms_patch_and_restore():
     assert not hasattr(common._LayerNormOp(1e-5), "plain")
 
 
+def test_plain_backwards_are_mindspore_kernels():
+    """The `backwards` form's plain side is what GPU and Ascend build: MindSpore's LayerNorm and
+    Softmax ops (with their own grad kernels), not the CPU-tuned cells; the patch is undone."""
+    bench = load_script("bench/bench_cpu_forms.py")
+    import src.common as common
+    import src.transformer as transformer
+    with bench.plain_forms("backwards"):
+        assert isinstance(common.LayerNorm(8).norm, ops.LayerNorm)
+        assert not common.cpu_backwards() and not transformer.cpu_backwards()
+    assert isinstance(common.LayerNorm(8).norm, common._LayerNormOp)
+    assert common.cpu_backwards() and transformer.cpu_backwards()
+
+
 def test_tiny_forward_pair_runs(tmp_path):
     out = tmp_path / "forms.json"
     proc = subprocess.run([sys.executable, "bench/bench_cpu_forms.py", "--model", "tiny", "--forms", "layer_norm",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from src.cpu_isa import CAP, IM2COL, NATIVE, cpu_flags, isa_summary, plan_cpu_kernels
+from src.cpu_isa import CAP, IM2COL, NATIVE, cpu_flags, cpu_name, isa_summary, plan_cpu_kernels
 from tests.conftest import DATASETS, ROOT
 
 AVX512 = {"avx2", "avx512f", "avx512bw", "avx512vl"}
@@ -146,3 +146,15 @@ def test_health_check_reports_every_setting(tmp_path):
     assert all(r["linear 2048x576x2304"] > 0 and r["implementation"] for r in results)
     assert [r["formulation"] for r in results[1:]] == ["native", "native"]
     assert results[0]["formulation"] == plan_cpu_kernels("CPU", dict(os.environ))[0]
+
+
+def test_cpu_name_tells_zen_generations_apart(tmp_path):
+    """A VM's bare 'AMD EPYC' gets the family and model of the first processor: Zen 3 and Zen 4
+    run MindSpore at different speeds, and figures must say which."""
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {}\nmodel name\t: AMD EPYC\n\n"
+    info = tmp_path / "cpuinfo"
+    info.write_text(block.format(0, 1) + block.format(1, 17))
+    assert cpu_name(str(info)) == "AMD EPYC (family 25 model 1)"
+    info.write_text("model name\t: Some CPU\n")
+    assert cpu_name(str(info)) == "Some CPU"
+    assert cpu_name(str(tmp_path / "missing")) != ""
