@@ -2,12 +2,14 @@
 
     python bench/bench_rain_model.py [--rain100l ../shared/datasets/Rain100L] [--train ../shared/datasets/train]
                                      [--images 100] [--set layers=1,2 width=0.5,1.0 ...] [--json out.json]
+                                     [--pairs 'norain-*.png']
 
 Rain100L's residuals are measured on its 100 pairs; ours on the training images (T91 and
 DIV2K crops, never a BSD image) with `src.degradations.add_rain`, image i seeded with i.
 Only the degradation is compared, never a restoration: this is how the `RainParams` defaults
 were set without scoring a model on the benchmark. `--set` overrides single fields
-(`name=low,high`, or `name=value` for a scalar) to try other parameters.
+(`name=low,high`, or `name=value` for a scalar) to try other parameters. `--pairs norain-001.png`
+measures one Rain100L image alone (the README's quick-start image).
 
 Per image, on the grey residual r = mean over channels of (rainy - clean) / 255:
 - coverage: fraction of pixels with r > 0.02; mean r over them; the 99th / 99.9th percentile of r;
@@ -101,20 +103,26 @@ def parse_overrides(items: List[str]) -> Dict[str, object]:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rain100l", default=str(DATASETS_ROOT / "Rain100L"))
     parser.add_argument("--train", default=str(DATASETS_ROOT / "train"))
     parser.add_argument("--images", type=int, default=100, help="training images to rain on")
-    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=LOW,HIGH")
+    parser.add_argument("--pairs", default="norain-*.png", help="which Rain100L pairs (a glob of the clean files)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=LOW,HIGH",
+                        help="RainParams overrides; several after one --set or in repeated --set flags")
     parser.add_argument("--json", help="write both summaries here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     bench = Path(args.rain100l)
-    pairs = sorted(bench.glob("norain-*.png"))
+    pairs = sorted(bench.glob(args.pairs))
     if not pairs:
-        raise SystemExit(f"error: no norain-*.png in {bench}")
+        raise SystemExit(f"error: no {args.pairs} in {bench}")
     theirs = [residual_stats(read_image(p), read_image(bench / "rainy" / p.name.replace("norain", "rain")))
               for p in pairs]
 
