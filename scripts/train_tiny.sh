@@ -41,9 +41,9 @@ options:
                            batch 8, L1, cosine lr -> 1e-5, EMA 0.999, seed 1)
   --task_lr LR             every task's lr at the start of its cosine decay (default per task:
                            $(per_task_defaults task_lr_of))
-  --tasks LIST             tasks to train and ship, in order, comma-separated (default $ALL_TASKS);
-                           sr_x3 and sr_x4 start from sr_x2's best weights: sr_x2 comes first, or is
-                           already trained in OUT_ROOT/sr_x2
+  --tasks LIST             tasks to train and ship, in order, comma-separated (default $RECIPE_TASKS);
+                           sr_x3 and sr_x4 start from sr_x2's best weights, derain from denoise_30's:
+                           the source comes first, or is already trained in OUT_ROOT/SOURCE
   --pretrain_steps N       add six-task pre-training (L1 + contrastive, cosine 1e-3 -> 1e-5) of N steps,
                            fine-tune every task from it and ship it as $PRETRAIN_FILE (default 0: none)
   --pretrain_only          with --pretrain_steps: ship the six-task pre-trained checkpoint only
@@ -85,13 +85,27 @@ task_lr_of() {
 }
 # The task whose best weights start a task's run (src/weights.py load_warm_start: body, head, query and
 # the tail layers that fit), as EDSR starts x3/x4 from x2: the larger SR scales learn from sr_x2's
-# features instead of from random ones. Empty: random initialisation. Not used with --pretrain_steps.
+# features instead of from random ones, and deraining from denoising's (the same scale-1 model: all of
+# it is loaded; pilot derain_from_denoise_30 in pretrained/logs/pilots/). Empty: random initialisation.
+# Not used with --pretrain_steps.
 warm_start_of() {
     case "$1" in
         sr_x3|sr_x4) echo sr_x2 ;;
+        derain) echo denoise_30 ;;
         *) echo "" ;;
     esac
 }
+# Every task, each after the task it starts from (warm_start_of): sr_x2,sr_x3,sr_x4,denoise_30,derain,denoise_50
+recipe_order() {
+    local t src out=","
+    for t in ${ALL_TASKS//,/ }; do
+        src="$(warm_start_of "$t")"
+        [ -n "$src" ] && [[ "$out" != *",$src,"* ]] && out+="$src,"
+        [[ "$out" != *",$t,"* ]] && out+="$t,"
+    done
+    out="${out#,}"; echo "${out%,}"
+}
+RECIPE_TASKS="$(recipe_order)"
 # "sr_x2 V, sr_x3 V, ...": a per-task function's defaults (no --task_steps / --task_lr), for the usage text
 per_task_defaults() { local t out=""; for t in ${ALL_TASKS//,/ }; do out+="$t $(TASK_STEPS="" TASK_LR="" "$1" "$t"), "; done; echo "${out%, }"; }
 is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
@@ -101,7 +115,7 @@ OUT_ROOT="runs/ipt_tiny"
 PRETRAIN_STEPS=0    # 0: every task trains alone from random initialisation
 TASK_STEPS=""       # empty: task_steps_of each task
 TASK_LR=""         # empty: task_lr_of each task
-TASKS="$ALL_TASKS"
+TASKS="$RECIPE_TASKS"
 PRETRAIN_ONLY=0
 PRETRAIN_DIR=""
 SHIP_DIR="pretrained"

@@ -28,17 +28,24 @@ def _train_lines(out: str):
 
 
 def test_default_recipe_trains_every_task_alone(tmp_path):
-    """No pre-training; sr_x3 and sr_x4 start from sr_x2's best weights, the others from random ones."""
+    """No pre-training; sr_x3 and sr_x4 start from sr_x2's best weights and derain from denoise_30's,
+    each after its source; the others start from random weights."""
     proc = _run(str(tmp_path / "run"), "--dry_run")
     assert proc.returncode == 0, proc.stderr
     lines = _train_lines(proc.stdout)
-    assert [line.split("--task ")[1].split()[0] for line in lines] == list(TASKS)
-    warm = f"--init_from {tmp_path / 'run' / 'sr_x2' / 'best_sr_x2.ckpt'} "
+    order = [line.split("--task ")[1].split()[0] for line in lines]
+    assert sorted(order) == sorted(TASKS)
+    sources = {"sr_x3": "sr_x2", "sr_x4": "sr_x2", "derain": "denoise_30"}
     for line in lines:
         assert "--train_mode finetune" in line and "--pretrained" not in line
         assert "--contrastive_weight 0" in line and "--ema_decay 0.999" in line
         task = line.split("--task ")[1].split()[0]
-        assert (warm in line) == (task in ("sr_x3", "sr_x4")), line
+        if task in sources:
+            src = sources[task]
+            assert f"--init_from {tmp_path / 'run' / src / f'best_{src}.ckpt'} " in line, line
+            assert order.index(src) < order.index(task)
+        else:
+            assert "--init_from" not in line, line
     assert "--train_mode pretrain" not in proc.stdout
     shipped = [line for line in proc.stdout.splitlines() if line.startswith("python scripts/ship_weights.py")]
     assert len(shipped) == len(TASKS) and not any("pretrain.ckpt" in line for line in shipped)
@@ -187,4 +194,6 @@ def test_reproduction_records_are_of_the_recipe_of_today():
     assert " --task sr_x2 --steps 6000 --lr_max 3e-3 " in stages[0] and " --save_every 600 " in stages[0]
     assert (" --task sr_x4 --init_from runs/x/sr_x2/best_sr_x2.ckpt --steps 2500 --lr_max 1e-3 " in stages[2]
             and " --save_every 250 " in stages[2])
-    assert " --task derain --steps 4500 --lr_max 1e-3 " in stages[3] and " --save_every 450 " in stages[3]
+    derain = next(line for line in stages if " --task derain " in line)
+    assert (" --task derain --init_from runs/x/denoise_30/best_denoise_30.ckpt --steps 4500 --lr_max 1e-3 "
+            in derain and " --save_every 450 " in derain)
