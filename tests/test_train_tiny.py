@@ -122,8 +122,6 @@ REPRODUCTION_RECORDS = {
     "first_checkpoints_ca0f11e": ({"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt",
                                    "sr_x4/ipt_step00002500.ckpt", "ship/ipt_tiny_sr_x3.ckpt",
                                    "ship/ipt_tiny_sr_x4.ckpt"}, ("sr_x2", "sr_x3", "sr_x4")),
-    "derain_b616a6f": ({"derain/best_derain.ckpt", "derain/ipt_step00004500.ckpt", "ship/ipt_tiny_derain.ckpt"},
-                       ("derain",)),
 }
 
 
@@ -166,26 +164,25 @@ def test_reproduction_record_is_about_the_shipped_files(name):
 
 
 def test_cross_cpu_record_is_within_the_stated_tolerance():
-    """The derain stage re-run on a Zen 3 (pretrained/logs/reproduction/README.md): its file differs
-    from the shipped one, as the record says, yet scores within 0.1 dB of the results table on
-    Rain100L; the shipped file evaluated on that CPU gives the table's number; the re-run validated."""
+    """The derain stage of b616a6f re-run on a Zen 3 (pretrained/logs/reproduction/README.md; that
+    file is superseded, the record stays as the recipe's cross-CPU evidence): the re-run's file differs
+    from the one shipped then (derain_b616a6f's hash), yet scores within 0.1 dB of it on Rain100L,
+    both evaluated on that CPU, and validated at every tenth as that run did."""
     import json
-    record = ROOT / "pretrained" / "logs" / "reproduction" / "derain_zen3_e16ac2d"
+    records = ROOT / "pretrained" / "logs" / "reproduction"
+    record = records / "derain_zen3_e16ac2d"
     assert "reproduction/derain_zen3_e16ac2d" in (ROOT / "pretrained" / "README.md").read_text()
-    results = json.loads((ROOT / "bench" / "results_tiny.json").read_text())
-    table = next(r for r in results["rows"] if r["task"] == "derain")["evals"]["ours_y"]["psnr_y"]
     rerun = json.loads((record / "rain100l_zen3_rerun.json").read_text())
     shipped = json.loads((record / "rain100l_shipped_file.json").read_text())
     assert rerun["images"] == shipped["images"] == 100 and rerun["complete"] and shipped["complete"]
-    assert abs(shipped["psnr_y"] - table) < 0.005
-    assert abs(rerun["psnr_y"] - table) <= 0.1
+    assert abs(rerun["psnr_y"] - shipped["psnr_y"]) <= 0.1
     digests = dict(line.split()[::-1] for line in (record / "sha256sums.txt").read_text().splitlines())
-    shipped_digest = hashlib.sha256((ROOT / "pretrained" / "ipt_tiny_derain.ckpt").read_bytes()).hexdigest()
-    assert digests["ship_zen3/ipt_tiny_derain.ckpt"] != shipped_digest
+    then = dict(line.split()[::-1] for line in (records / "derain_b616a6f" / "sha256sums.txt").read_text().splitlines())
+    assert digests["ship_zen3/ipt_tiny_derain.ckpt"] != then["pretrained/ipt_tiny_derain.ckpt"]
     again = validations(record / "derain_zen3_train.log", "derain")
-    shipped_run = validations(ROOT / "pretrained" / "logs" / "derain" / "train.log", "derain")
-    assert again and [v[0] for v in again] == [v[0] for v in shipped_run]  # every tenth, to the end
-    assert abs(float(again[-1][1]) - float(shipped_run[-1][1])) < 0.2
+    shipping_run = validations(records / "derain_b616a6f" / "derain_rerun_train.log", "derain")
+    assert again and [v[0] for v in again] == [v[0] for v in shipping_run]  # every tenth, to the end
+    assert abs(float(again[-1][1]) - float(shipping_run[-1][1])) < 0.2
 
 
 def test_reproduction_records_are_of_the_recipe_of_today():
