@@ -122,6 +122,8 @@ REPRODUCTION_RECORDS = {
     "first_checkpoints_ca0f11e": ({"sr_x2/ipt_step00000600.ckpt", "sr_x4/ipt_step00000250.ckpt",
                                    "sr_x4/ipt_step00002500.ckpt", "ship/ipt_tiny_sr_x3.ckpt",
                                    "ship/ipt_tiny_sr_x4.ckpt"}, ("sr_x2", "sr_x3", "sr_x4")),
+    "first_checkpoints_a008266": ({"denoise_30/ipt_step00000450.ckpt", "derain/ipt_step00000450.ckpt"},
+                                  ("denoise_30", "derain")),
 }
 
 
