@@ -4,8 +4,9 @@
     python eval.py --task derain --data_path ../shared/datasets/Rain100L --json new.json
     python bench/compare_per_image.py old.json new.json [--metric psnr_y] [--worst 5]
 
-Prints how many images NEW scores higher than OLD, the median and range of the difference, and
-the images that lost most. A mean hides which images a change hurts; this is how the derain
+Prints how many images NEW scores higher than OLD, the median and range of the difference, the
+image(s) at the median (the middle one, or the middle two of an even count: a typical image to show
+a change on, chosen by rank rather than by eye), and the images that lost most. A mean hides which images a change hurts; this is how the derain
 rain-model change was checked (pretrained/logs/pilots/README.md).
 """
 from __future__ import annotations
@@ -40,7 +41,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     diff = np.array([new[n] - old[n] for n in names])
     print(f"{args.metric}: new better on {int((diff > 0).sum())} of {len(names)} images; difference "
           f"median {np.median(diff):+.2f}, mean {diff.mean():+.2f}, from {diff.min():+.2f} to {diff.max():+.2f}")
-    for i in np.argsort(diff)[:args.worst]:
+    order = np.argsort(diff, kind="stable")
+    middle = order[(len(names) - 1) // 2:len(names) // 2 + 1]
+    print("at the median: " + ", ".join(f"{names[i]} ({old[names[i]]:.2f} -> {new[names[i]]:.2f}, {diff[i]:+.2f})"
+                                        for i in middle))
+    for i in order[:args.worst]:
         print(f"  {names[i]}: {old[names[i]]:.2f} -> {new[names[i]]:.2f} ({diff[i]:+.2f})")
     return 0
 

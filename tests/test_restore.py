@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 
 from src.image_io import read_image
-from tests.conftest import DATASETS, run_cli
+from tests.conftest import DATASETS, ROOT, run_cli
 
 
 def _write(path, img):
@@ -55,11 +55,20 @@ def test_restore_large_image(tmp_path):
 
 
 def test_shipped_weights_restore_out_of_the_box(tmp_path):
-    """The README's first command: no --ckpt, the shipped weights remove rain (PSNR goes up)."""
+    """The README's first command, as written there: no --ckpt, the shipped weights remove most of
+    the rain (the README states 21.66 -> 31.63 dB on Y; at least +5 dB here)."""
+    import re
+    import shlex
     from src.metrics import psnr
-    rainy = DATASETS / "Rain100L" / "rainy" / "rain-001.png"
-    proc = run_cli("restore.py", "--task", "derain", "--input", rainy, "--output", tmp_path)
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):]
+    line = re.search(r"^python restore\.py .*$", quick_start, re.M).group(0)
+    args = shlex.split(line)[2:]
+    assert args[args.index("--task") + 1] == "derain" and "--ckpt" not in args
+    rainy = ROOT / args[args.index("--input") + 1]
+    args[args.index("--output") + 1] = str(tmp_path)
+    proc = run_cli("restore.py", *args)
     assert proc.returncode == 0, proc.stderr
     assert "shipped weights" in proc.stderr
-    clean = read_image(DATASETS / "Rain100L" / "norain-001.png")
-    assert psnr(read_image(tmp_path / "rain-001.png"), clean) > psnr(read_image(rainy), clean) + 1.0
+    clean = read_image(rainy.parent.parent / rainy.name.replace("rain-", "norain-"))
+    assert psnr(read_image(tmp_path / rainy.name), clean, mode="y") > psnr(read_image(rainy), clean, mode="y") + 5.0
