@@ -74,8 +74,10 @@ def titled(panel: np.ndarray, title: str) -> np.ndarray:
 
 
 def make_panels(task_name: str, image: str, ckpts: Sequence[Tuple[str, Optional[Path]]],
-                data_path: Optional[Path], device_target: str) -> List[Tuple[str, float, np.ndarray]]:
-    """(title, PSNR on Y, full-size RGB uint8 image) for the input, each checkpoint and the target."""
+                data_path: Optional[Path], device_target: str,
+                box: Optional[Tuple[int, int, int, int]] = None) -> List[Tuple[str, float, np.ndarray]]:
+    """(title, PSNR on Y, full-size RGB uint8 image) for the input, each checkpoint and the target;
+    `box` is checked against the target before any model runs."""
     from src.benchmarks import open_benchmark
     from src.config import parse_cli
     from src.evaluation import score_item
@@ -90,6 +92,7 @@ def make_panels(task_name: str, image: str, ckpts: Sequence[Tuple[str, Optional[
     if image not in bench.names:
         raise ValueError(f"no image {image!r} in {root} (e.g. {', '.join(bench.names[:3])})")
     item = next(it for it in bench if it.name == image)
+    crop_zoom(item.target, box, 1)
     baseline = score_item(item, task)
     panels = [("input", baseline["psnr_y"], baseline["output"])]
     setup_device(cfg)
@@ -129,7 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fail(str(err))
     check_output_file(args.out, "out", args.overwrite)
     try:
-        panels = make_panels(args.task, args.image, ckpts, args.data_path, args.device_target)
+        panels = make_panels(args.task, args.image, ckpts, args.data_path, args.device_target, box)
         figure = np.concatenate([titled(crop_zoom(img.astype(np.uint8), box, args.zoom),
                                         label if np.isinf(score) else f"{label}: {score:.2f} dB")
                                  for label, score, img in panels], axis=1)

@@ -44,8 +44,12 @@ def test_figure_of_two_checkpoints_on_a_benchmark_image(tmp_path, tiny_ckpt):
     assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
 
 
-def test_unknown_image_is_one_line(tmp_path):
+def test_unknown_image_or_a_crop_outside_it_is_one_line_before_any_model(tmp_path):
     proc = run_cli("bench/side_by_side.py", "--task", "derain", "--image", "rain-999", "--ckpt", "x=shipped",
                    "--out", tmp_path / "f.png")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no image 'rain-999' in")
+    proc = run_cli("bench/side_by_side.py", "--task", "derain", "--image", "rain-047", "--ckpt", "x=shipped",
+                   "--crop", "400,0,100,100", "--out", tmp_path / "f.png")
+    assert proc.returncode == 2 and "leaves the 321x481 image" in proc.stderr
+    assert "shipped weights" not in proc.stderr and not (tmp_path / "f.png").exists()
