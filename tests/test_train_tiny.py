@@ -124,6 +124,9 @@ REPRODUCTION_RECORDS = {
                                    "ship/ipt_tiny_sr_x4.ckpt"}, ("sr_x2", "sr_x3", "sr_x4")),
     "first_checkpoints_a008266": ({"denoise_30/ipt_step00000450.ckpt", "derain/ipt_step00000450.ckpt"},
                                   ("denoise_30", "derain")),
+    "denoise_30_derain_8cb3169": ({"denoise_30/ipt_step00004500.ckpt", "derain/ipt_step00004500.ckpt",
+                                   "ship/ipt_tiny_denoise_30.ckpt", "ship/ipt_tiny_derain.ckpt"},
+                                  ("denoise_30", "derain")),
 }
 
 
