@@ -6,8 +6,9 @@
 
 Prints how many images NEW scores higher than OLD, the median and range of the difference, the
 image(s) at the median (the middle one, or the middle two of an even count: a typical image to show
-a change on, chosen by rank rather than by eye), and the images that lost most. A mean hides which images a change hurts; this is how the derain
-rain-model change was checked (pretrained/logs/pilots/README.md).
+a change on, chosen by rank rather than by eye), and the images that lost most. A mean hides which
+images a change hurts; this is how the derain rain-model change was checked
+(pretrained/logs/pilots/README.md).
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """One benchmark image restored by several checkpoints, side by side, each titled with its PSNR on Y.
 
-    python bench/side_by_side.py --task derain --image rain-002 \\
-        --ckpt 80cf7a3=old_derain.ckpt --ckpt today=shipped \\
-        --crop 0,260,160,200 --zoom 2 --out derain_rain-002.png
+    python bench/side_by_side.py --task derain --image rain-047 \\
+        --ckpt 80cf7a3=old_derain.ckpt --ckpt today=shipped --out derain_rain-047.jpg
+    python bench/side_by_side.py --task sr_x4 --image baby --ckpt ours=shipped \\
+        --crop 100,100,120,160 --zoom 3 --out baby_x4.png
 
 "Visibly better" is a claim about pixels, so it needs a figure anyone can remake and judge: this
 one is made from the benchmark's own degraded input and target (the task's standard set under
@@ -108,7 +109,7 @@ def make_panels(task_name: str, image: str, ckpts: Sequence[Tuple[str, Optional[
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True)
-    parser.add_argument("--image", required=True, help="benchmark item name, e.g. rain-002 or baby")
+    parser.add_argument("--image", required=True, help="benchmark item name, e.g. rain-047 or baby")
     parser.add_argument("--ckpt", action="append", required=True,
                         help="label=file.ckpt, or label=shipped; repeat for each model")
     parser.add_argument("--data_path", type=Path, default=None, help="default: the task's standard set")
