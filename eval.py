@@ -21,8 +21,8 @@ from src.image_io import write_image
 from src.evaluation import means, score_all
 from src.pairs import PairLayoutError
 from src.tasks import Task
-from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, report_result,
-                       run_command, setup_device, write_json)
+from src.utils import (Progress, check_output_dir, check_output_file, fail, fmt_seconds, recorded_path,
+                       report_result, run_command, setup_device, write_json)
 
 LOG = logging.getLogger("eval")
 
@@ -42,7 +42,8 @@ def evaluate(cfg: Config, task: Task) -> dict:
     def keep(row: dict) -> None:
         rows.append({k: v for k, v in row.items() if k != "output"})
         if cfg.json:  # kept as they come: an interrupted or failed run loses no scored image
-            write_json(cfg.json, {"task": task.name, "data_path": cfg.data_path, "complete": False, "rows": rows})
+            write_json(cfg.json, {"task": task.name, "data_path": recorded_path(cfg.data_path), "complete": False,
+                                   "rows": rows})
         LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", row["name"], row["psnr"], row["ssim"], row["seconds"])
         if save_dir:
             try:
@@ -55,10 +56,10 @@ def evaluate(cfg: Config, task: Task) -> dict:
     for skipped in bench.skipped:
         LOG.error("skipped %s: %s", skipped.path, skipped.reason)
     result = {
-        "task": task.name, "data_path": cfg.data_path, "complete": True, "metric": cfg.metric,
+        "task": task.name, "data_path": recorded_path(cfg.data_path), "complete": True, "metric": cfg.metric,
         "model": "baseline" if cfg.baseline else str(cfg.ckpt or "shipped"),
         "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": cfg.self_ensemble,
-        "images": len(rows), "skipped": [s.path for s in bench.skipped],
+        "images": len(rows), "skipped": [recorded_path(s.path) for s in bench.skipped],
         **means(rows),
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])) if rows else 0.0,
         "rows": rows,

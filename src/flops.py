@@ -5,7 +5,7 @@ bench/bench_model.py reports GFLOP/s with it (IPT-base: 66.65 GFLOP per sr_x2 ti
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -16,18 +16,42 @@ def _conv(cin: int, cout: int, k: int, pixels: int) -> float:
     return 2.0 * cin * cout * k * k * pixels
 
 
+def body_matmuls(cfg) -> List[Tuple[str, int, int, int, int]]:
+    """Every matmul of the transformer body for one tile, in order, as (block, batch, m, k, n).
+
+    A token-wise linear is (1, L, in, out); an attention product over all heads is (heads, L, d, L)
+    for q k^T and (heads, L, L, d) for attn v. Their FLOP is the body's; bench/bench_vs_torch.py
+    times them alone in both frameworks, the matmul-bound floor of a forward."""
+    c, p, P = int(cfg.n_feats), int(cfg.patch_dim), int(cfg.patch_size)
+    L, E, h = (P // p) ** 2, c * p * p, int(cfg.num_heads)
+    hid, d = 4 * E, E // h
+
+    def lin(block, fi, fo):
+        return [(block, 1, L, fi, fo)]
+
+    def attn(block):
+        return [(block, h, L, d, L), (block, h, L, L, d)]
+
+    mlp = not cfg.no_mlp
+    out = lin("tokens", E, E) if mlp else []
+    for _ in range(int(cfg.num_layers)):
+        out += lin("encoder", E, 3 * E) + attn("encoder") + lin("encoder", E, E)
+        out += lin("encoder", E, hid) + lin("encoder", hid, E)
+    for _ in range(int(cfg.num_layers)):
+        out += lin("decoder", E, 3 * E) + attn("decoder") + lin("decoder", E, E)   # self-attention
+        out += lin("decoder", E, E) + lin("decoder", E, 2 * E) + attn("decoder")  # cross-attention
+        out += lin("decoder", E, E) + lin("decoder", E, hid) + lin("decoder", hid, E)
+    if mlp:
+        out += lin("mlp_head", E, hid) + lin("mlp_head", hid, E)
+    return out
+
+
 def tile_flops(cfg, scale: int) -> Dict[str, float]:
     """FLOP of one 48x48 tile forward, per block (multiply-add = 2), from the config alone."""
-    c, p, P = int(cfg.n_feats), int(cfg.patch_dim), int(cfg.patch_size)
-    L, E = (P // p) ** 2, c * p * p
-    hid, n = 4 * E, int(cfg.num_layers)
-    lin = lambda fi, fo: 2.0 * L * fi * fo  # noqa: E731  (token-wise linear)
-    attn = 2 * 2.0 * L * L * E               # q k^T and attn v over all heads
-    mlp = not cfg.no_mlp
-    enc = lin(E, 3 * E) + attn + lin(E, E) + lin(E, hid) + lin(hid, E)
-    dec = (lin(E, 3 * E) + attn + lin(E, E)                      # self-attention
-           + lin(E, E) + lin(E, 2 * E) + attn + lin(E, E)        # cross-attention
-           + lin(E, hid) + lin(hid, E))
+    c, P = int(cfg.n_feats), int(cfg.patch_size)
+    body = {name: 0.0 for name in BODY_BLOCKS}
+    for block, b, m, k, n in body_matmuls(cfg):
+        body[block] += 2.0 * b * m * k * n
     tail, res = 0.0, P
     if scale & (scale - 1) == 0:
         for _ in range(int(np.log2(scale))):
@@ -39,10 +63,7 @@ def tile_flops(cfg, scale: int) -> Dict[str, float]:
     tail += _conv(c, 3, 3, res * res) + _conv(3, 3, 1, res * res)  # last conv + add_mean
     return {
         "head": _conv(3, 3, 1, P * P) + _conv(3, c, 3, P * P) + 4 * _conv(c, c, 5, P * P),
-        "tokens": lin(E, E) if mlp else 0.0,
-        "encoder": n * enc,
-        "decoder": n * dec,
-        "mlp_head": (lin(E, hid) + lin(hid, E)) if mlp else 0.0,
+        **body,
         "tail": tail,
     }
 

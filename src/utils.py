@@ -17,6 +17,19 @@ def shown_path(path: Union[str, "os.PathLike[str]"]) -> str:
     return "~" + text[len(home):] if home not in ("", "/") and text.startswith(home + os.sep) else text
 
 
+def recorded_path(path: Union[str, "os.PathLike[str]"]) -> str:
+    """A path as written into result files: relative to the current folder when it lies under the
+    folder's parent (the benchmarks sit at ../shared/datasets), so that a committed JSON names no
+    machine's folders; otherwise as logged (`shown_path`)."""
+    full = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(full)
+    except ValueError:  # another drive (Windows)
+        return shown_path(full)
+    parts = rel.split(os.sep)
+    return rel if parts.count(os.pardir) <= 1 else shown_path(full)
+
+
 def publish(tmp, path) -> None:
     """Move a finished temporary file into place with the mode a new file gets (0644 at umask 022).
 

@@ -1,9 +1,10 @@
 """eval.py: the published baseline rows, checkpoint scoring, clear errors."""
 import json
+import os
 
 import pytest
 
-from tests.conftest import DATASETS, run_cli
+from tests.conftest import DATASETS, ROOT, run_cli
 
 # (task, folder, published PSNR, published SSIM): the bicubic rows of every SR paper.
 PUBLISHED_BICUBIC = [
@@ -29,6 +30,7 @@ def test_baseline_rain100l_input_psnr(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["images"] == 100
+    assert result["data_path"] == os.path.relpath(DATASETS / "Rain100L", ROOT)  # no machine's folders
     assert abs(result["psnr"] - 26.90) < 0.01
     assert abs(result["ssim"] - 0.8384) <= 0.0005
 
@@ -76,3 +78,18 @@ def test_bad_input_is_a_one_line_error(tiny_ckpt, args, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert len([l for l in proc.stderr.strip().splitlines() if l.strip()]) <= 2  # argparse adds a usage line
+
+
+def test_recorded_path_is_relative_beside_the_folder_and_never_names_home(tmp_path, monkeypatch):
+    from src.utils import recorded_path
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert recorded_path(tmp_path / "shared" / "datasets" / "Set5") == os.path.join("..", "shared", "datasets", "Set5")
+    assert recorded_path("data/x") == os.path.join("data", "x")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    far = tmp_path / "home" / "deep" / "Set5"
+    monkeypatch.chdir(tmp_path / "repo")
+    assert recorded_path(far) == os.path.join("..", "home", "deep", "Set5")  # still one level up
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    assert recorded_path(far) == "~" + os.sep + os.path.join("deep", "Set5")
