@@ -42,8 +42,8 @@ def evaluate(cfg: Config, task: Task) -> dict:
     def keep(row: dict) -> None:
         rows.append({k: v for k, v in row.items() if k != "output"})
         if cfg.json:  # kept as they come: an interrupted or failed run loses no scored image
-            write_json(cfg.json, {"task": task.name, "data_path": recorded_path(cfg.data_path), "complete": False,
-                                   "rows": rows})
+            write_json(cfg.json, {"task": task.name, "data_path": recorded_path(cfg.data_path),
+                                   "complete": False, "rows": rows})
         LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", row["name"], row["psnr"], row["ssim"], row["seconds"])
         if save_dir:
             try:

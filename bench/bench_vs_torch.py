@@ -86,8 +86,8 @@ def _timed_pair(first, second, calls: int, warmup: int):
 
 
 def _matmul_plan(cfg, batch: int):
-    """The body's matmuls (src/flops.body_matmuls) at `batch` as (kind, a_shape, b_shape): kind 'linear' is
-    x (B*L, in) times a weight (out, in) transposed, as nn.Dense/torch Linear; 'scores' is
+    """The body's matmuls (src/flops.body_matmuls) at `batch` as (kind, a_shape, b_shape): 'linear'
+    is x (B*L, in) times a weight (out, in) transposed, as nn.Dense and torch's Linear; 'scores' is
     q (h*B, L, d) times k (h*B, L, d) transposed; 'mix' is attn (h*B, L, L) times v (h*B, L, d)."""
     from src.flops import body_matmuls
     plan = []
@@ -104,7 +104,9 @@ def _matmul_plan(cfg, batch: int):
 def _matmuls_mindspore(cfg, batch: int):
     """A graph of the body's matmuls alone (`_matmul_plan`), in order. Every linear has its own
     weight and every attention product its own second operand, so none is merged with another
-    (common-subexpression elimination); `ops.depend` keeps them in order, one after another."""
+    (common-subexpression elimination); every product is returned, so none is pruned (an
+    `ops.depend` chain alone did not keep them), and the chain runs them one after another
+    (ms.Profiler: never two at once). tests/test_bench_vs_torch.py checks the products."""
     import mindspore as ms
     from mindspore import Parameter, Tensor, nn, ops
     rng = np.random.default_rng(0)
@@ -264,12 +266,14 @@ def matmul_floor_lines(rows: list) -> list:
     for row in rows:
         kind, _, batch = row["case"].partition(":")
         ours, theirs = row["mindspore"], row["torch"]
-        if kind != "mm" or None in (ours.get("fraction"), theirs.get("fraction"), ours["seconds"], theirs["seconds"]):
+        measured = (ours.get("fraction"), theirs.get("fraction"), ours["seconds"], theirs["seconds"])
+        if kind != "mm" or None in measured:
             continue
         torch_forward = theirs["seconds"] / theirs["fraction"]
+        per_tile = ours["seconds"] / int(batch)
         lines.append(f"batch {batch}: the matmuls are {ours['fraction']:.2f} of our forward and "
-                     f"{theirs['fraction']:.2f} of torch's; ours alone take {ours['seconds'] / int(batch):.3f} s "
-                     f"per tile, {ours['seconds'] / torch_forward:.2f} of torch's whole forward")
+                     f"{theirs['fraction']:.2f} of torch's; ours alone take {per_tile:.3f} s per tile, "
+                     f"{ours['seconds'] / torch_forward:.2f} of torch's whole forward")
     return lines
 
 

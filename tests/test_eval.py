@@ -84,7 +84,8 @@ def test_recorded_path_is_relative_beside_the_folder_and_never_names_home(tmp_pa
     from src.utils import recorded_path
     (tmp_path / "repo").mkdir()
     monkeypatch.chdir(tmp_path / "repo")
-    assert recorded_path(tmp_path / "shared" / "datasets" / "Set5") == os.path.join("..", "shared", "datasets", "Set5")
+    beside = tmp_path / "shared" / "datasets" / "Set5"
+    assert recorded_path(beside) == os.path.join("..", "shared", "datasets", "Set5")
     assert recorded_path("data/x") == os.path.join("data", "x")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     far = tmp_path / "home" / "deep" / "Set5"
