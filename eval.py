@@ -38,12 +38,12 @@ def evaluate(cfg: Config, task: Task) -> dict:
         tiler = make_tiler(cfg, task, make_runner(cfg, task, Path(cfg.ckpt) if cfg.ckpt else None))
     save_dir = Path(cfg.save_dir) if cfg.save_dir else None
     rows, progress = [], Progress(len(bench), "eval", logger=LOG)
+    data_path = recorded_path(cfg.data_path)  # as the JSON names it
 
     def keep(row: dict) -> None:
         rows.append({k: v for k, v in row.items() if k != "output"})
         if cfg.json:  # kept as they come: an interrupted or failed run loses no scored image
-            write_json(cfg.json, {"task": task.name, "data_path": recorded_path(cfg.data_path),
-                                   "complete": False, "rows": rows})
+            write_json(cfg.json, {"task": task.name, "data_path": data_path, "complete": False, "rows": rows})
         LOG.info("%-16s PSNR %.3f dB  SSIM %.4f  %.2f s", row["name"], row["psnr"], row["ssim"], row["seconds"])
         if save_dir:
             try:
@@ -56,7 +56,7 @@ def evaluate(cfg: Config, task: Task) -> dict:
     for skipped in bench.skipped:
         LOG.error("skipped %s: %s", skipped.path, skipped.reason)
     result = {
-        "task": task.name, "data_path": recorded_path(cfg.data_path), "complete": True, "metric": cfg.metric,
+        "task": task.name, "data_path": data_path, "complete": True, "metric": cfg.metric,
         "model": "baseline" if cfg.baseline else str(cfg.ckpt or "shipped"),
         "tiling": None if cfg.baseline else cfg.tiling, "self_ensemble": cfg.self_ensemble,
         "images": len(rows), "skipped": [recorded_path(s.path) for s in bench.skipped],

@@ -91,13 +91,13 @@ def _matmul_plan(cfg, batch: int):
     q (h*B, L, d) times k (h*B, L, d) transposed; 'mix' is attn (h*B, L, L) times v (h*B, L, d)."""
     from src.flops import body_matmuls
     plan = []
-    for _, b, m, k, n in body_matmuls(cfg):
-        if b == 1:
-            plan.append(("linear", (batch * m, k), (n, k)))
-        elif k != m:
-            plan.append(("scores", (b * batch, m, k), (b * batch, n, k)))
+    for _, kind, b, m, k, n in body_matmuls(cfg):
+        if kind == "linear":
+            plan.append((kind, (batch * m, k), (n, k)))
+        elif kind == "scores":
+            plan.append((kind, (b * batch, m, k), (b * batch, n, k)))
         else:
-            plan.append(("mix", (b * batch, m, k), (b * batch, k, n)))
+            plan.append((kind, (b * batch, m, k), (b * batch, k, n)))
     return plan
 
 

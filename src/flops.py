@@ -16,21 +16,21 @@ def _conv(cin: int, cout: int, k: int, pixels: int) -> float:
     return 2.0 * cin * cout * k * k * pixels
 
 
-def body_matmuls(cfg) -> List[Tuple[str, int, int, int, int]]:
-    """Every matmul of the transformer body for one tile, in order, as (block, batch, m, k, n).
+def body_matmuls(cfg) -> List[Tuple[str, str, int, int, int, int]]:
+    """Every matmul of the transformer body for one tile, in order, as (block, kind, batch, m, k, n).
 
-    A token-wise linear is (1, L, in, out); an attention product over all heads is (heads, L, d, L)
-    for q k^T and (heads, L, L, d) for attn v. Their FLOP is the body's; bench/bench_vs_torch.py
+    kind 'linear': a token-wise linear, (1, L, in, out); 'scores': q k^T over all heads,
+    (heads, L, d, L); 'mix': attn v over all heads, (heads, L, L, d). Their FLOP is the body's; bench/bench_vs_torch.py
     times them alone in both frameworks, the matmul-bound floor of a forward."""
     c, p, P = int(cfg.n_feats), int(cfg.patch_dim), int(cfg.patch_size)
     L, E, h = (P // p) ** 2, c * p * p, int(cfg.num_heads)
     hid, d = 4 * E, E // h
 
     def lin(block, fi, fo):
-        return [(block, 1, L, fi, fo)]
+        return [(block, "linear", 1, L, fi, fo)]
 
     def attn(block):
-        return [(block, h, L, d, L), (block, h, L, L, d)]
+        return [(block, "scores", h, L, d, L), (block, "mix", h, L, L, d)]
 
     mlp = not cfg.no_mlp
     out = lin("tokens", E, E) if mlp else []
@@ -50,7 +50,7 @@ def tile_flops(cfg, scale: int) -> Dict[str, float]:
     """FLOP of one 48x48 tile forward, per block (multiply-add = 2), from the config alone."""
     c, P = int(cfg.n_feats), int(cfg.patch_size)
     body = {name: 0.0 for name in BODY_BLOCKS}
-    for block, b, m, k, n in body_matmuls(cfg):
+    for block, _, b, m, k, n in body_matmuls(cfg):
         body[block] += 2.0 * b * m * k * n
     tail, res = 0.0, P
     if scale & (scale - 1) == 0:

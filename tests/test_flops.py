@@ -16,8 +16,8 @@ def test_body_matmuls_are_the_body_flop(config):
     matmuls = body_matmuls(cfg)
     flops = tile_flops(cfg, 2)
     for block in BODY_BLOCKS:
-        assert sum(2.0 * b * m * k * n for name, b, m, k, n in matmuls if name == block) == flops[block]
-    assert body_gflop(cfg) == pytest.approx(sum(2.0 * b * m * k * n for _, b, m, k, n in matmuls) / 1e9)
+        assert sum(2.0 * b * m * k * n for name, _, b, m, k, n in matmuls if name == block) == flops[block]
+    assert body_gflop(cfg) == pytest.approx(sum(2.0 * b * m * k * n for _, _, b, m, k, n in matmuls) / 1e9)
     layers = int(cfg.num_layers)
     # per encoder layer: q|k|v, 2 attention products, out, 2 FFN; per decoder layer 11; + 3 outside
     assert len(matmuls) == 6 * layers + 11 * layers + 3
@@ -26,6 +26,7 @@ def test_body_matmuls_are_the_body_flop(config):
 def test_body_matmuls_shapes_follow_the_config():
     cfg = load_config("ipt_tiny", {})
     L, E, heads = (48 // 3) ** 2, 16 * 9, 4
-    shapes = {(b, m, k, n) for _, b, m, k, n in body_matmuls(cfg)}
-    assert shapes == {(1, L, E, E), (1, L, E, 3 * E), (1, L, E, 2 * E), (1, L, E, 4 * E), (1, L, 4 * E, E),
-                      (heads, L, E // heads, L), (heads, L, L, E // heads)}
+    shapes = {(kind, b, m, k, n) for _, kind, b, m, k, n in body_matmuls(cfg)}
+    lin = [("linear", 1, L, E, E), ("linear", 1, L, E, 3 * E), ("linear", 1, L, E, 2 * E),
+           ("linear", 1, L, E, 4 * E), ("linear", 1, L, 4 * E, E)]
+    assert shapes == {*lin, ("scores", heads, L, E // heads, L), ("mix", heads, L, L, E // heads)}
