@@ -1,6 +1,6 @@
-"""The CPU forms of two kernels against MindSpore's plain ones, in one process, call by call.
+"""Our CPU forms of IPT's kernels against MindSpore's plain ones, in one process, call by call.
 
-    python bench/bench_cpu_forms.py [--forms layer_norm,conv_taps] [--cases fwd:1,fwd:8,train:2]
+    python bench/bench_cpu_forms.py [--forms layer_norm,conv_taps,im2col] [--cases fwd:1,fwd:8,train:2]
                                     [--model base] [--calls 20] [--threads 0] [--json out.json]
 
 - `layer_norm`: `common._LayerNormOp`'s forward (row statistics as matmuls) against MindSpore's
@@ -9,6 +9,9 @@
   all k*k input views (the form before 2026-12-04). Only where im2col runs (an AVX-512 x86 CPU and
   a large body, src/conv.py); elsewhere both sides are the same.
 - `all`: both at once.
+- `im2col`: MindSpore's Conv2D against im2col (`src/conv.py`), both under the process's oneDNN
+  setting, whatever formulation this CPU would choose: on an AVX2 CPU, whether im2col would pay
+  there too (IPT-base on AVX-512 runs oneDNN uncapped, so there the plain side is its slow path).
 - `backwards`: the CPU-tuned norms and softmaxes, forward and backward (`common.cpu_backwards`:
   `_LayerNormOp`, `transformer._LastAxisSoftmax`) against MindSpore's LayerNorm and Softmax ops
   with their own LayerNormGrad and SoftmaxGrad kernels, as GPU and Ascend run them.
@@ -40,7 +43,7 @@ from bench.bench_vs_torch import parse_cases, random_pair  # noqa: E402
 from src.cpu_isa import cpu_flags, cpu_name, isa_summary  # noqa: E402
 
 LOG = logging.getLogger("bench_cpu_forms")
-FORMS = ("layer_norm", "conv_taps", "all", "backwards")
+FORMS = ("layer_norm", "conv_taps", "all", "backwards", "im2col")
 MODELS = {"base": None, "tiny": "ipt_tiny"}
 
 
@@ -52,6 +55,7 @@ def plain_forms(form: str):
     import src.transformer as transformer
     from mindspore import ops
     saved = common._LayerNormOp.construct, common._LayerNormOp.__init__, conv.tap_layout
+    saved_formulation = conv.formulation()
     saved_backwards = common.cpu_backwards, transformer.cpu_backwards
     if form == "backwards":
         common.cpu_backwards = transformer.cpu_backwards = lambda: False
@@ -68,11 +72,28 @@ def plain_forms(form: str):
         common._LayerNormOp.construct = plain_construct
     if form in ("conv_taps", "all"):
         conv.tap_layout = lambda in_channels, out_channels, kernel: "input"
+    if form == "im2col":
+        conv.set_formulation(conv.NATIVE)
     try:
         yield
     finally:
         common._LayerNormOp.construct, common._LayerNormOp.__init__, conv.tap_layout = saved
+        conv.set_formulation(saved_formulation)
         common.cpu_backwards, transformer.cpu_backwards = saved_backwards
+
+
+@contextlib.contextmanager
+def our_forms(form: str):
+    """Models built inside take the project's form of `form`: im2col forced for 'im2col' (this CPU
+    may not choose it), the process's own choice otherwise."""
+    import src.conv as conv
+    saved = conv.formulation()
+    if form == "im2col":
+        conv.set_formulation(conv.IM2COL)
+    try:
+        yield
+    finally:
+        conv.set_formulation(saved)
 
 
 def build_pair(cfg, kind: str, form: str):
@@ -83,7 +104,7 @@ def build_pair(cfg, kind: str, form: str):
     lr, hr = random_pair(cfg.batch_size)
     pair = []
     for plain in (True, False):
-        with plain_forms(form) if plain else contextlib.nullcontext():
+        with plain_forms(form) if plain else our_forms(form):
             ms.set_seed(0)
             net = IPT(cfg)
             if kind == "fwd":

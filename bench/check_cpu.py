@@ -11,7 +11,10 @@ run (src/conv.py chooses by model size: MindSpore's Conv2D, capped where needed)
 Conv2D with oneDNN uncapped. It names what ran (oneDNN's convolution implementation, or im2col +
 its matmul) and exits 1 with a WARNING line when, in a setting the commands use, a convolution is
 below --min_ratio of the linear, or IPT-base's linear below --min_linear of the best linear of any
-setting. About 30 s; no command runs it at start-up.
+setting. For scale it also times the same linear in numpy, whose BLAS (OpenBLAS in numpy's wheels)
+is this machine's reference sgemm: MindSpore's matmuls (oneDNN) cannot be swapped for it, so the gap
+is what a faster GEMM could still give IPT's forward, whose time is mostly these matmuls. About 30
+s; no command runs it at start-up.
 """
 from __future__ import annotations
 
@@ -70,6 +73,33 @@ def worker(threads: int, seconds: float, native: bool) -> dict:
     return out
 
 
+def blas_worker(seconds: float) -> dict:
+    """The linear in numpy (its BLAS threads set by the caller's environment); GFLOP/s and the BLAS."""
+    m, kdim, n = LINEAR
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, kdim), dtype=np.float32)
+    b = rng.standard_normal((kdim, n), dtype=np.float32)
+    np.matmul(a, b)
+    start, calls = time.perf_counter(), 0
+    while calls == 0 or time.perf_counter() - start < seconds:
+        np.matmul(a, b)
+        calls += 1
+    blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {})
+    name = " ".join(str(blas.get(k, "")) for k in ("name", "version")).strip() or "unknown"
+    return {"linear": 2.0 * m * kdim * n * calls / (time.perf_counter() - start) / 1e9, "blas": name}
+
+
+def run_blas(args) -> dict:
+    """numpy's sgemm in a process of its own, with as many BLAS threads as MindSpore gets."""
+    threads = str(args.threads or os.cpu_count() or 1)
+    env = {**os.environ, **{v: threads for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_blas", "--seconds", str(args.seconds)]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def kernels(env: dict, native: bool) -> str:
     """What one head convolution ran as, from oneDNN's own verbose output."""
     code = ("import sys; sys.path.insert(0, %r); import numpy as np; from mindspore import Tensor; "
@@ -113,7 +143,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="")
     parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_native", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_blas", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._blas:
+        print(json.dumps(blas_worker(args.seconds)))
+        return 0
     if args._worker:
         print(json.dumps(worker(args.threads, args.seconds, args._native)))
         return 0
@@ -146,6 +180,12 @@ def main(argv=None) -> int:
         flag = f"   <-- {linear / best_linear:.2f} of the best setting" if slow else ""
         print(f"    {key:18s} {linear:7.1f} GFLOP/s{flag}")
         warn |= first and slow
+    blas = run_blas(args)
+    if "error" in blas:
+        print(f"  reference, the linear in numpy: error: {blas['error']}")
+    elif key in results[0]:
+        print(f"  reference, the linear in numpy ({blas['blas']}): {blas['linear']:.1f} GFLOP/s; "
+              f"MindSpore's as IPT-base runs: {results[0][key] / blas['linear']:.2f} of it")
     if warn:
         print("WARNING: as the commands run, convolutions or matmuls are far below what this CPU can do: "
               "every command will be slow here. See src/cpu_isa.py, try ONEDNN_MAX_CPU_ISA, and report the CPU.")
@@ -154,7 +194,7 @@ def main(argv=None) -> int:
     if args.json:
         from src.utils import write_text_atomic
         write_text_atomic(args.json, json.dumps({"cpu": cpu_name(), "isa": isa_summary(cpu_flags()),
-                                                 "results": results}, indent=1))
+                                                 "results": results, "numpy_blas": blas}, indent=1))
     return 1 if warn else 0
 
 

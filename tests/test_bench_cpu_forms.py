@@ -26,6 +26,21 @@ def test_plain_forms_patch_and_restore():
     assert not hasattr(common._LayerNormOp(1e-5), "plain")
 
 
+def test_im2col_form_pairs_conv2d_with_im2col():
+    """The `im2col` form builds MindSpore's Conv2D on the plain side and im2col on ours, whatever
+    this process chose, and puts the process's choice back."""
+    bench = load_script("bench/bench_cpu_forms.py")
+    import src.conv as conv
+    chosen = conv.formulation()
+    with bench.plain_forms("im2col"):
+        assert not conv.Conv2d(4, 4, 3).im2col
+    with bench.our_forms("im2col"):
+        assert conv.Conv2d(4, 4, 3).im2col
+    with bench.our_forms("layer_norm"):
+        assert conv.formulation() == chosen
+    assert conv.formulation() == chosen
+
+
 def test_plain_backwards_are_mindspore_kernels():
     """The `backwards` form's plain side is what GPU and Ascend build: MindSpore's LayerNorm and
     Softmax ops (with their own grad kernels), not the CPU-tuned cells; the patch is undone."""

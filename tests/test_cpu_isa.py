@@ -132,7 +132,8 @@ def test_user_setting_wins_in_a_real_command(tmp_path, tiny_ckpt):
 
 
 def test_health_check_reports_every_setting(tmp_path):
-    """bench/check_cpu.py names the CPU, the three settings, what each convolution ran as, a verdict."""
+    """bench/check_cpu.py names the CPU, the three settings, what each convolution ran as, a verdict,
+    and numpy's BLAS on the same linear for scale."""
     out = tmp_path / "check.json"
     proc = subprocess.run([sys.executable, "bench/check_cpu.py", "--seconds", "0.05", "--json", out], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -140,7 +141,10 @@ def test_health_check_reports_every_setting(tmp_path):
     assert "as IPT-base runs" in proc.stdout and "oneDNN uncapped" in proc.stdout
     assert ("ok:" in proc.stdout) == (proc.returncode == 0) and "Traceback" not in proc.stderr
     import json
-    results = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert report["numpy_blas"]["linear"] > 0 and report["numpy_blas"]["blas"]
+    assert "reference, the linear in numpy" in proc.stdout
     assert [r["setting"] for r in results] == ["as IPT-base runs", "as ipt_tiny and exported files run (Conv2D)",
                                                "Conv2D, oneDNN uncapped"]
     assert all(r["linear 2048x576x2304"] > 0 and r["implementation"] for r in results)
