@@ -1,4 +1,4 @@
-"""IPT-base's attention softmaxes alone: MindSpore's Softmax kernel against a hand-written C++ one.
+"""IPT-base's attention softmax: MindSpore's kernel against a hand-written C++ one, alone and in the model.
 
     python bench/bench_softmax.py [--batch 8] [--calls 15] [--forward] [--threads 0] [--json out.json]
 
@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 from src.cpu_isa import cpu_flags, cpu_name, isa_summary  # noqa: E402
 
-LOG = logging.getLogger("bench_softmax")
 HEADS, TOKENS, SOFTMAXES_PER_TILE = 12, 256, 36  # IPT-base: 12 heads, 16x16 words, 12 + 2 x 12 attentions
 CHAIN = 6
 
