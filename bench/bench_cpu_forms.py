@@ -118,6 +118,24 @@ def build_pair(cfg, kind: str, form: str):
     return pair
 
 
+def alternate(calls: dict, repeats: int) -> dict:
+    """{name: seconds of each call}: the callables called in turn, `repeats` rounds, so the machine's
+    drift hits all alike."""
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def pair_ratios(base: list, other: list) -> dict:
+    """The median and quartiles of other / base, call pair by call pair (below 1: `other` is faster)."""
+    ratios = np.array(other) / np.array(base)
+    return {"ratio": float(np.median(ratios)), "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])]}
+
+
 def run_case(model: str, kind: str, batch: int, form: str, calls: int, threads: int) -> dict:
     from src.config import load_config
     from src.utils import setup_device
@@ -127,17 +145,11 @@ def run_case(model: str, kind: str, batch: int, form: str, calls: int, threads: 
     plain, ours = build_pair(cfg, kind, form)
     outputs = [plain(), ours()]  # one more warm call each (build_pair compiled them)
     diff = float(np.abs(np.asarray(outputs[0]) - np.asarray(outputs[1])).max()) if kind == "fwd" else None
-    times = {"plain": [], "ours": []}
-    for _ in range(calls):
-        for name, fn in (("plain", plain), ("ours", ours)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    a, b = np.array(times["plain"]), np.array(times["ours"])
+    times = alternate({"plain": plain, "ours": ours}, calls)
     per = batch if kind == "fwd" else 1
-    return {"form": form, "model": model, "case": f"{kind}:{batch}", "plain_s": float(np.median(a)) / per,
-            "ours_s": float(np.median(b)) / per, "ratio": float(np.median(b / a)),
-            "ratio_quartiles": [float(q) for q in np.percentile(b / a, [25, 75])], "max_output_diff": diff}
+    return {"form": form, "model": model, "case": f"{kind}:{batch}", "plain_s": float(np.median(times["plain"])) / per,
+            "ours_s": float(np.median(times["ours"])) / per, **pair_ratios(times["plain"], times["ours"]),
+            "max_output_diff": diff}
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from mindspore import nn, ops
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_cpu_forms import alternate, pair_ratios  # noqa: E402
 from src.cpu_isa import cpu_flags, cpu_name, isa_summary  # noqa: E402
 
 HEADS, TOKENS, SOFTMAXES_PER_TILE = 12, 256, 36  # IPT-base: 12 heads, 16x16 words, 12 + 2 x 12 attentions
@@ -111,24 +111,11 @@ class _Chain(nn.Cell):
         return x
 
 
-def alternate(calls: dict, repeats: int) -> dict:
-    """{kind: seconds of each call}, the kinds called in turn `repeats` times."""
-    times = {k: [] for k in calls}
-    for _ in range(repeats):
-        for kind, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[kind].append(time.perf_counter() - start)
-    return times
-
-
 def compare(times: dict, per: float) -> dict:
     """Medians (seconds / per) of each kind and, with both, the per-pair ratio c++ / MindSpore."""
     out = {kind: float(np.median(t)) / per for kind, t in times.items()}
     if "c++" in times:
-        ratios = np.array(times["c++"]) / np.array(times["mindspore"])
-        out["ratio"] = float(np.median(ratios))
-        out["ratio_quartiles"] = [float(q) for q in np.percentile(ratios, [25, 75])]
+        out.update(pair_ratios(times["mindspore"], times["c++"]))
     return out
 
 

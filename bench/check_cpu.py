@@ -38,6 +38,16 @@ CONVS = [("head 5x5 64->64", 8, 64, 64, 5), ("tail 3x3 64->256", 8, 64, 256, 3)]
 LINEAR = (8 * 256, 576, 2304)  # tokens x in x out: the encoder FFN of a batch of 8 tiles
 
 
+def seconds_per_call(fn, seconds: float) -> float:
+    """`fn` called once to warm up, then for at least `seconds` (once at least): seconds per call."""
+    fn()
+    start, calls = time.perf_counter(), 0
+    while calls == 0 or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
 def worker(threads: int, seconds: float, native: bool) -> dict:
     """Time the convolutions and the linear in this process; GFLOP/s each."""
     from mindspore import Tensor, ops
@@ -51,12 +61,7 @@ def worker(threads: int, seconds: float, native: bool) -> dict:
     rng = np.random.default_rng(0)
 
     def timed(fn) -> float:
-        fn().asnumpy()
-        start, calls = time.perf_counter(), 0
-        while calls == 0 or time.perf_counter() - start < seconds:
-            fn().asnumpy()
-            calls += 1
-        return (time.perf_counter() - start) / calls
+        return seconds_per_call(lambda: fn().asnumpy(), seconds)
 
     out = {}
     for name, batch, cin, cout, k in CONVS:
@@ -79,25 +84,26 @@ def blas_worker(seconds: float) -> dict:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, kdim), dtype=np.float32)
     b = rng.standard_normal((kdim, n), dtype=np.float32)
-    np.matmul(a, b)
-    start, calls = time.perf_counter(), 0
-    while calls == 0 or time.perf_counter() - start < seconds:
-        np.matmul(a, b)
-        calls += 1
+    per_call = seconds_per_call(lambda: np.matmul(a, b), seconds)
     blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {})
     name = " ".join(str(blas.get(k, "")) for k in ("name", "version")).strip() or "unknown"
-    return {"linear": 2.0 * m * kdim * n * calls / (time.perf_counter() - start) / 1e9, "blas": name}
+    return {"linear": 2.0 * m * kdim * n / per_call / 1e9, "blas": name}
+
+
+def run_self(flags: list, env: dict, timeout: int) -> dict:
+    """This script with hidden `flags` in a process of its own: its last stdout line (JSON), or an error."""
+    cmd = [sys.executable, str(Path(__file__).resolve())] + flags
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_blas(args) -> dict:
     """numpy's sgemm in a process of its own, with as many BLAS threads as MindSpore gets."""
     threads = str(args.threads or os.cpu_count() or 1)
     env = {**os.environ, **{v: threads for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_blas", "--seconds", str(args.seconds)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_self(["--_blas", "--seconds", str(args.seconds)], env, timeout=300)
 
 
 def kernels(env: dict, native: bool) -> str:
@@ -122,13 +128,11 @@ def kernels(env: dict, native: bool) -> str:
 
 
 def run_setting(label: str, env: dict, native: bool, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "--threads", str(args.threads),
-           "--seconds", str(args.seconds)] + (["--_native"] if native else [])
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        return {"setting": label, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(setting=label, implementation=kernels(env, native))
+    flags = ["--_worker", "--threads", str(args.threads), "--seconds", str(args.seconds)]
+    result = run_self(flags + (["--_native"] if native else []), env, timeout=900)
+    result["setting"] = label
+    if "error" not in result:
+        result["implementation"] = kernels(env, native)
     return result
 
 

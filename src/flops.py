@@ -20,8 +20,8 @@ def body_matmuls(cfg) -> List[Tuple[str, str, int, int, int, int]]:
     """Every matmul of the transformer body for one tile, in order, as (block, kind, batch, m, k, n).
 
     kind 'linear': a token-wise linear, (1, L, in, out); 'scores': q k^T over all heads,
-    (heads, L, d, L); 'mix': attn v over all heads, (heads, L, L, d). Their FLOP is the body's; bench/bench_vs_torch.py
-    times them alone in both frameworks, the matmul-bound floor of a forward."""
+    (heads, L, d, L); 'mix': attn v over all heads, (heads, L, L, d). Their FLOP is the body's;
+    bench/bench_vs_torch.py times them alone in both frameworks, the matmul-bound floor of a forward."""
     c, p, P = int(cfg.n_feats), int(cfg.patch_dim), int(cfg.patch_size)
     L, E, h = (P // p) ** 2, c * p * p, int(cfg.num_heads)
     hid, d = 4 * E, E // h
